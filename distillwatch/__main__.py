@@ -1,0 +1,3 @@
+from distillwatch.cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""Settings: one model per component, read from a YAML file and ``DISTILLWATCH_*`` env vars.
+
+Precedence: explicit arguments > environment > YAML file (``--config`` or
+``DISTILLWATCH_CONFIG``) > defaults. Nested keys use ``__`` in the environment, e.g.
+``DISTILLWATCH_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092``. Invalid configuration is rejected
+when loaded, naming the offending key, never at the first event.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from schemas.errors import ConfigError
+from schemas.labelsets import MANGAASSIST_HIGH_RISK, MANGAASSIST_INTENTS
+
+ENV_PREFIX = "DISTILLWATCH_"
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "distillwatch_config_file", default=None
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Connection to a Kafka cluster; fields map to librdkafka keys."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    client_id: str = "distillwatch"
+    extra: dict[str, str] = Field(
+        default_factory=dict, description="more librdkafka properties, passed through"
+    )
+
+    def librdkafka_config(self) -> dict[str, Any]:
+        """The client configuration confluent-kafka expects."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        conf.update(self.extra)
+        return conf
+
+
+class LocalKafkaSettings(_Section):
+    """The single-node Apache Kafka that ``distillwatch kafka start`` runs (dev and CI)."""
+
+    version: str = "4.1.1"
+    host: str = "127.0.0.1"
+    port: int = Field(default=9092, ge=1, le=65535)
+    controller_port: int = Field(default=9093, ge=1, le=65535)
+    heap: str = Field(default="1g", pattern=r"^\d+[mg]$")
+    cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "distillwatch" / "kafka",
+        description="where resolved broker jars are kept (outside the repository)",
+    )
+    start_timeout_s: float = Field(default=90.0, gt=0)
+
+
+class TopicSettings(_Section):
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class ClickHouseSettings(_Section):
+    """``chdb:///abs/path`` (embedded, default under the data dir) or ``http(s)://…``."""
+
+    dsn: SecretStr | None = None
+    database: str = Field(default="distillwatch", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    query_timeout_s: float = Field(default=30.0, gt=0)
+    lock_timeout_s: float = Field(default=2.0, ge=0, le=5)
+
+    @field_validator("dsn")
+    @classmethod
+    def _known_scheme(cls, dsn: SecretStr | None) -> SecretStr | None:
+        if dsn is None:
+            return None
+        text = dsn.get_secret_value()
+        if not text.startswith(("chdb://", "http://", "https://", "clickhouse://")):
+            raise ValueError("must start with chdb://, http://, https:// or clickhouse://")
+        if text.startswith("chdb://") and not text[len("chdb://") :].startswith("/"):
+            raise ValueError("an embedded store needs an absolute path: chdb:///abs/path")
+        return dsn
+
+
+class HttpSettings(_Section):
+    """The monitor's own HTTP API (health, metrics, read-only SQL)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=1, le=65535)
+
+
+class EvaluationSettings(_Section):
+    """Label set and windowing."""
+
+    intents: list[str] = Field(default_factory=lambda: list(MANGAASSIST_INTENTS), min_length=2)
+    high_risk: list[str] = Field(default_factory=lambda: list(MANGAASSIST_HIGH_RISK))
+    windows_s: list[int] = Field(default_factory=lambda: [60, 3600], min_length=1)
+    grace_s: int = Field(default=120, ge=0)
+
+    @field_validator("high_risk")
+    @classmethod
+    def _high_risk_known(cls, high_risk: list[str], info: Any) -> list[str]:
+        unknown = set(high_risk) - set(info.data.get("intents", []))
+        if unknown:
+            raise ValueError(f"names classes that are not in intents: {sorted(unknown)}")
+        return high_risk
+
+
+class Settings(BaseSettings):
+    """Everything distillwatch reads from its configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path(".distillwatch")
+    topic_prefix: str = ""
+    config: Path | None = Field(default=None, description="the YAML file that was read")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    local_kafka: LocalKafkaSettings = Field(default_factory=LocalKafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file.get()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    def clickhouse_dsn(self) -> str:
+        """The configured DSN, or the embedded store under the data dir."""
+        if self.clickhouse.dsn is not None:
+            return self.clickhouse.dsn.get_secret_value()
+        return f"chdb://{self.data_path / 'clickhouse'}"
+
+    def topic(self, name: str) -> str:
+        """A topic name of DESIGN §1 with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read settings, raising ConfigError that names the offending key."""
+    path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG") or None
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+    token = _config_file.set(path)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    finally:
+        _config_file.reset(token)
+    settings.config = path
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        key = ".".join(str(p) for p in err["loc"])
+        env = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{key} (env {env}): {msg}")
+    return "invalid configuration: " + "; ".join(parts)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: virtualenv, Kafka jars, then pytest.
+# The tests start (and stop) the local Kafka broker and the embedded ClickHouse themselves.
+#   scripts/test.sh [PYTEST ARGS]     default: the core set (not marked slow)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+venv="$(scripts/bootstrap.sh)"
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+"$venv/bin/python" -m distillwatch kafka fetch
+if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
+exec "$venv/bin/python" -m pytest "$@"
