@@ -21,6 +21,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from evaluators.config import EvalConfig
 from schemas.errors import ConfigError
 from schemas.labelsets import MANGAASSIST_HIGH_RISK, MANGAASSIST_INTENTS
 
@@ -119,9 +120,40 @@ class EvaluationSettings(_Section):
     """Label set and windowing."""
 
     intents: list[str] = Field(default_factory=lambda: list(MANGAASSIST_INTENTS), min_length=2)
-    high_risk: list[str] = Field(default_factory=lambda: list(MANGAASSIST_HIGH_RISK))
+    high_risk: list[str] = Field(
+        default_factory=lambda: list(MANGAASSIST_HIGH_RISK), validate_default=True
+    )
     windows_s: list[int] = Field(default_factory=lambda: [60, 3600], min_length=1)
     grace_s: int = Field(default=120, ge=0)
+    crosses: list[list[str]] = Field(
+        default_factory=list, description='slice crosses, e.g. [["region", "device"]]'
+    )
+    fallback_threshold: float = Field(default=0.72, ge=0, le=1)
+    fallback_margin: float = Field(default=0.08, ge=0, le=1)
+    naive_fallback_threshold: float = Field(default=0.80, ge=0, le=1)
+    confident_threshold: float = Field(default=0.80, ge=0, le=1)
+    student_cost_per_1k: float = Field(default=0.20, ge=0)
+    teacher_cost_per_1k: float = Field(default=3.00, ge=0)
+    daily_volume: int = Field(default=10_000_000, ge=0)
+    planned_fallback_rate: float = Field(default=0.10, ge=0, le=1)
+    new_title_days: float = Field(default=60.0, ge=0)
+
+    def eval_config(self) -> EvalConfig:
+        """The pure evaluation configuration these settings describe."""
+        return EvalConfig(
+            intents=tuple(self.intents),
+            high_risk=tuple(self.high_risk),
+            fallback_threshold=self.fallback_threshold,
+            fallback_margin=self.fallback_margin,
+            naive_fallback_threshold=self.naive_fallback_threshold,
+            confident_threshold=self.confident_threshold,
+            student_cost_per_1k=self.student_cost_per_1k,
+            teacher_cost_per_1k=self.teacher_cost_per_1k,
+            daily_volume=self.daily_volume,
+            planned_fallback_rate=self.planned_fallback_rate,
+            new_title_days=self.new_title_days,
+            crosses=tuple(tuple(c) for c in self.crosses),
+        )
 
     @field_validator("high_risk")
     @classmethod

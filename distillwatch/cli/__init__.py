@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from distillwatch.cli import kafka, schema, store
+from distillwatch.cli import evaluate, kafka, schema, store
 from distillwatch.cli.context import console_err, fail
 from distillwatch.settings import load_settings
 from schemas.errors import DistillwatchError
@@ -41,6 +41,7 @@ def _root(
 app.add_typer(kafka.app, name="kafka")
 app.add_typer(schema.app, name="schema")
 app.command("init")(store.init)
+app.command("evaluate")(evaluate.evaluate)
 
 
 def main() -> None:

@@ -1,0 +1,215 @@
+"""Per-request evaluation: one request, its responses, its labels, against the catalog.
+
+This is the only place that interprets a request; window states only count what it says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from evaluators.catalog import Catalog, Verdict, claim_key
+from evaluators.config import EvalConfig
+from schemas.messages import Label, ModelResponse, ShadowRequest
+
+SECONDS_PER_DAY = 86_400.0
+_UNRANKED = 1 << 30
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What one model's response amounts to for the metrics."""
+
+    present: bool = False
+    answered: bool = False
+    error: str | None = None
+    model: str = ""
+    version: str = ""
+    intent: str | None = None
+    top1: float | None = None
+    top2: float | None = None
+    latency_ms: float | None = None
+    checkable: bool = False
+    wrong_claims: int = 0
+    unknown_entity_claims: int = 0
+    all_claims_correct: bool = True
+    wrong_keys: frozenset[tuple[str, str, frozenset[str]]] = frozenset()
+
+    @property
+    def fact_error(self) -> bool:
+        return self.wrong_claims > 0
+
+
+ABSENT = ModelView()
+
+
+def top_two(probs: dict[str, float], order: dict[str, int]) -> tuple[str, float, float]:
+    """(top-1 class, top-1 prob, top-2 prob); ties go to the earlier configured class."""
+    ranked = sorted(probs.items(), key=lambda kv: (-kv[1], order.get(kv[0], _UNRANKED), kv[0]))
+    top2 = ranked[1][1] if len(ranked) > 1 else 0.0
+    return ranked[0][0], ranked[0][1], top2
+
+
+def view_of(response: ModelResponse | None, catalog: Catalog, order: dict[str, int]) -> ModelView:
+    if response is None:
+        return ABSENT
+    if response.error is not None or response.intent_probs is None:
+        return ModelView(present=True, error=response.error or "no intent_probs",
+                         model=response.model, version=response.model_version,
+                         latency_ms=response.latency_ms)
+    intent, top1, top2 = top_two(response.intent_probs, order)
+    checkable = False
+    wrong = unknown = 0
+    all_correct = True
+    wrong_keys = set()
+    for claim in response.claims:
+        verdict = catalog.check(claim)
+        if verdict is Verdict.CORRECT:
+            checkable = True
+            continue
+        all_correct = False
+        if verdict is Verdict.WRONG:
+            checkable = True
+            wrong += 1
+            wrong_keys.add(claim_key(claim))
+        elif verdict is Verdict.UNKNOWN_ENTITY:
+            unknown += 1
+    return ModelView(
+        present=True, answered=True, model=response.model, version=response.model_version,
+        intent=intent, top1=top1, top2=top2, latency_ms=response.latency_ms,
+        checkable=checkable, wrong_claims=wrong, unknown_entity_claims=unknown,
+        all_claims_correct=all_correct, wrong_keys=frozenset(wrong_keys),
+    )
+
+
+@dataclass(frozen=True)
+class RequestEvaluation:
+    """Everything the metrics, the per-request row and the payload sampler need."""
+
+    request_id: str
+    ts: datetime
+    slice: dict[str, str]
+    multi_intent: bool
+    teacher: ModelView
+    student: ModelView
+    replica: ModelView
+    reference_intent: str | None
+    reference_source: str | None
+    copied_claims: int
+    names_entity: bool
+    retrieval_miss: bool
+    title_age_days: float | None
+    new_title: bool
+    dataset_age_days: float | None
+    preferences: tuple[str, ...]
+    fallback: bool | None
+    fallback_naive: bool | None
+    cost_usd: float
+
+    @property
+    def teacher_correct(self) -> bool | None:
+        return _correct(self.teacher, self.reference_intent)
+
+    @property
+    def student_correct(self) -> bool | None:
+        return _correct(self.student, self.reference_intent)
+
+    @property
+    def evidence_covered(self) -> bool:
+        return not self.retrieval_miss
+
+    def grounded(self, view: ModelView) -> bool | None:
+        """Every claim checkable and correct, and every named entity covered by evidence."""
+        if not view.answered:
+            return None
+        return view.all_claims_correct and not self.retrieval_miss
+
+
+def _correct(view: ModelView, reference: str | None) -> bool | None:
+    if not view.answered or reference is None:
+        return None
+    return view.intent == reference
+
+
+def reference_of(
+    request: ShadowRequest, teacher: ModelView, labels: Sequence[Label]
+) -> tuple[str | None, str | None]:
+    """Latest human label's intent, else the request's reference, else the teacher's top-1."""
+    human = [lb for lb in labels if lb.source == "human" and lb.intent is not None]
+    if human:
+        latest = max(enumerate(human), key=lambda il: (il[1].ts, il[0]))[1]
+        return latest.intent, "human"
+    if request.reference is not None:
+        return request.reference.intent, "request"
+    if teacher.answered:
+        return teacher.intent, "teacher"
+    return None, None
+
+
+def evaluate_request(
+    request: ShadowRequest,
+    teacher: ModelResponse | None,
+    student: ModelResponse | None,
+    catalog: Catalog,
+    config: EvalConfig,
+    labels: Sequence[Label] = (),
+    replica: ModelResponse | None = None,
+) -> RequestEvaluation:
+    """Evaluate one request with whatever responses and labels it has."""
+    order = config.order
+    t = view_of(teacher, catalog, order)
+    s = view_of(student, catalog, order)
+    r = view_of(replica, catalog, order)
+    reference, source = reference_of(request, t, labels)
+
+    copied = 0
+    if s.wrong_keys and t.answered:
+        copied = _count_copied(student, t.wrong_keys, catalog) if student else 0
+
+    covered = {ev.entity_id for ev in request.evidence if ev.entity_id}
+    names_entity = bool(request.entities)
+    miss = any(e not in covered for e in request.entities)
+
+    ages = [
+        (request.ts - introduced).total_seconds() / SECONDS_PER_DAY
+        for e in request.entities
+        if (introduced := catalog.introduced_at(e)) is not None
+    ]
+    title_age = min(ages) if ages else None
+    new_title = title_age is not None and title_age <= config.new_title_days
+
+    dataset_age = None
+    if student is not None and student.data_snapshot_ts is not None:
+        dataset_age = (request.ts - student.data_snapshot_ts).total_seconds() / SECONDS_PER_DAY
+
+    fallback = naive = None
+    if s.answered:
+        assert s.top1 is not None and s.top2 is not None
+        fallback = (
+            s.top1 < config.fallback_threshold
+            or s.top1 - s.top2 < config.fallback_margin
+            or s.intent in config.high_risk
+        )
+        naive = s.top1 < config.naive_fallback_threshold
+    served_by_teacher = fallback is not False
+    cost = (config.teacher_cost_per_1k if served_by_teacher else config.student_cost_per_1k) / 1000.0
+
+    preferences = tuple(lb.preferred for lb in labels if lb.preferred is not None)
+    return RequestEvaluation(
+        request_id=request.request_id, ts=request.ts, slice=request.slice,
+        multi_intent=request.multi_intent, teacher=t, student=s, replica=r,
+        reference_intent=reference, reference_source=source, copied_claims=copied,
+        names_entity=names_entity, retrieval_miss=miss, title_age_days=title_age,
+        new_title=new_title, dataset_age_days=dataset_age, preferences=preferences,
+        fallback=fallback, fallback_naive=naive, cost_usd=cost,
+    )
+
+
+def _count_copied(student: ModelResponse, teacher_wrong: frozenset, catalog: Catalog) -> int:
+    """Student wrong claims (counted per claim) equal to a wrong claim of the teacher's."""
+    return sum(
+        1
+        for claim in student.claims
+        if catalog.check(claim) is Verdict.WRONG and claim_key(claim) in teacher_wrong
+    )
