@@ -9,8 +9,10 @@ from rich.console import Console
 
 from distillwatch.settings import Settings
 
-console = Console()
-console_err = Console(stderr=True)
+# soft_wrap: never fold lines at the terminal width; a reason must stay one line (DESIGN §10)
+# and printed paths must stay whole when output is piped.
+console = Console(soft_wrap=True)
+console_err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -1,0 +1,34 @@
+"""Shared fixtures: the real local Kafka broker, reused by integration, scenario and fault tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TEST_BROKER_DATA_DIR = Path.home() / ".cache" / "distillwatch" / "test-broker"
+"""Fixed, outside the repository, so broker jars and KRaft storage are reused across runs."""
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """bootstrap.servers of a serving local Kafka broker.
+
+    A broker that already serves at the configured host:port (e.g. one started with
+    ``distillwatch kafka start``) is used as is and left running; otherwise one is started
+    under TEST_BROKER_DATA_DIR and stopped at the end of the session.
+    """
+    from distillwatch.settings import load_settings
+    from streams.local_kafka import LocalKafka, produce_consume_ok
+
+    broker = LocalKafka(load_settings().local_kafka, TEST_BROKER_DATA_DIR)
+    if produce_consume_ok(broker.bootstrap, timeout_s=10):
+        yield broker.bootstrap
+        return
+    TEST_BROKER_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    broker.start(log=lambda line: print(f"[kafka_bootstrap] {line}"))
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
