@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from distillwatch.cli import evaluate, kafka, schema, store
+from distillwatch.cli import evaluate, kafka, schema, simulate, store
 from distillwatch.cli.context import console_err, fail
 from distillwatch.settings import load_settings
 from schemas.errors import DistillwatchError
@@ -42,6 +42,7 @@ app.add_typer(kafka.app, name="kafka")
 app.add_typer(schema.app, name="schema")
 app.command("init")(store.init)
 app.command("evaluate")(evaluate.evaluate)
+app.command("simulate")(simulate.simulate)
 
 
 def main() -> None:

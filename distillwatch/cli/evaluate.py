@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from fnmatch import fnmatchcase
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import Enum
@@ -92,6 +93,8 @@ def evaluate(
     output: OutputFormat = typer.Option(OutputFormat.json, "--format", "-f", help="Output format."),
     alerts: bool = typer.Option(False, "--alerts", help="Also print which rules would fire."),
     rules_file: Path = typer.Option(None, "--rules", help="Alert rules YAML [default: built-in rules]."),
+    slice_glob: str = typer.Option("*", "--slice", help="Print only slices matching this glob."),
+    metric_glob: str = typer.Option("*", "--metric", help="Print only metrics matching this glob."),
 ) -> None:
     """Evaluate a replay log offline: one JSON line per window × slice × metric."""
     settings = settings_of(ctx)
@@ -110,6 +113,8 @@ def evaluate(
     for row in rows:
         if judge is not None:
             judge.observe(row)
+        if not (fnmatchcase(row.slice, slice_glob) and fnmatchcase(row.metric, metric_glob)):
+            continue
         if output is OutputFormat.json:
             out.write(row_json(row) + b"\n")
         else:
