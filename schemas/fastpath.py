@@ -1,0 +1,178 @@
+"""A fast accept path for replay lines and Kafka records: msgspec structs, same contract.
+
+Validating every message with pydantic costs ~15 µs; msgspec decodes and checks the same
+shapes in ~3 µs, which is what lets ``evaluate`` and the evaluator keep up with traffic.
+pydantic stays the authority: anything msgspec (plus the cross-field checks below) does not
+accept is handed to the pydantic models, which either accept it (msgspec is stricter about
+coercions such as ``"5"`` for a number) or raise the ContractError that names field and rule.
+The structs drop unknown extra fields; the evaluators never read them.
+A test runs the whole invalid-message corpus through both paths.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from schemas.messages import PROB_SUM_TOLERANCE
+from schemas.replay import CatalogLine, LabelLine, RequestLine, validate_line
+from schemas.validation import decode_json
+
+Aware = Annotated[datetime, msgspec.Meta(tz=True)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
+class Evidence(msgspec.Struct):
+    doc_id: str
+    entity_id: str | None = None
+    text: str | None = None
+
+
+class Reference(msgspec.Struct):
+    intent: NonEmpty
+    source: NonEmpty
+
+
+class ShadowRequest(msgspec.Struct):
+    request_id: Id
+    ts: Aware
+    prompt: str
+    slice: dict[str, str]
+    entities: list[str] = []
+    evidence: list[Evidence] = []
+    reference: Reference | None = None
+    multi_intent: bool = False
+    schema_version: Literal[1] = 1
+
+
+class Claim(msgspec.Struct):
+    entity_id: NonEmpty
+    attribute: NonEmpty
+    value: str | list[str]
+
+
+class ModelResponse(msgspec.Struct):
+    request_id: Id
+    ts: Aware
+    role: Literal["teacher", "student", "teacher_replica"]
+    model: str
+    model_version: str
+    latency_ms: NonNegative
+    answer: str | None = None
+    intent_probs: dict[str, Probability] | None = None
+    claims: list[Claim] = []
+    cost_usd: NonNegative | None = None
+    data_snapshot_ts: Aware | None = None
+    error: str | None = None
+    schema_version: Literal[1] = 1
+
+    @property
+    def answered(self) -> bool:
+        return self.error is None
+
+
+class CatalogRecord(msgspec.Struct):
+    entity_id: Id
+    title: str
+    introduced_at: Aware
+    updated_at: Aware
+    attributes: dict[str, str | list[str]] = {}
+    deleted: bool = False
+    schema_version: Literal[1] = 1
+
+
+class AnswerCorrect(msgspec.Struct):
+    teacher: bool | None = None
+    student: bool | None = None
+
+
+class Label(msgspec.Struct):
+    request_id: Id
+    ts: Aware
+    source: Literal["human", "rule", "judge"]
+    intent: NonEmpty | None = None
+    preferred: Literal["teacher", "student", "tie"] | None = None
+    answer_correct: AnswerCorrect | None = None
+    reviewer_id: str | None = None
+    schema_version: Literal[1] = 1
+
+
+class Line(msgspec.Struct):
+    """Any replay line; exactly one of request/catalog/label is checked afterwards."""
+
+    request: ShadowRequest | None = None
+    teacher: ModelResponse | None = None
+    student: ModelResponse | None = None
+    teacher_replica: ModelResponse | None = None
+    catalog: CatalogRecord | None = None
+    label: Label | None = None
+
+
+_decoder = msgspec.json.Decoder(Line)
+FastLine = Line
+AnyLine = Line | RequestLine | CatalogLine | LabelLine
+
+
+def _response_ok(response: ModelResponse | None, role: str, request_id: str) -> bool:
+    if response is None:
+        return True
+    if response.role != role or response.request_id != request_id:
+        return False
+    if not math.isfinite(response.latency_ms):
+        return False
+    if response.cost_usd is not None and not math.isfinite(response.cost_usd):
+        return False
+    probs = response.intent_probs
+    if probs is None:
+        return response.error is not None
+    return bool(probs) and abs(math.fsum(probs.values()) - 1.0) <= PROB_SUM_TOLERANCE
+
+
+def _accepts(line: Line) -> bool:
+    """The contract's cross-field rules that msgspec's types do not express."""
+    kinds = (line.request is not None) + (line.catalog is not None) + (line.label is not None)
+    if kinds != 1:
+        return False
+    if line.request is not None:
+        rid = line.request.request_id
+        return (
+            _response_ok(line.teacher, "teacher", rid)
+            and _response_ok(line.student, "student", rid)
+            and _response_ok(line.teacher_replica, "teacher_replica", rid)
+        )
+    if line.teacher is not None or line.student is not None or line.teacher_replica is not None:
+        return False
+    label = line.label
+    if label is not None:
+        return not (label.intent is None and label.preferred is None and label.answer_correct is None)
+    return True
+
+
+def parse_line_fast(raw: bytes) -> AnyLine:
+    """Decode and validate one replay line: msgspec when it accepts, else pydantic.
+
+    Raises ContractError (from pydantic) naming field and rule when the line is invalid.
+    Both return types expose the same attribute names (``request``, ``teacher``, …).
+    """
+    try:
+        line = _decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        line = None
+    if line is not None and _accepts(line):
+        return line
+    return validate_line(decode_json(raw, "replay line"))
+
+
+def line_kind(line: Any) -> str:
+    """'request', 'catalog' or 'label' for either kind of parsed line."""
+    if getattr(line, "request", None) is not None:
+        return "request"
+    if getattr(line, "catalog", None) is not None:
+        return "catalog"
+    return "label"
