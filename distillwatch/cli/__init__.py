@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from distillwatch.cli import evaluate, kafka, schema, simulate, store
+from distillwatch.cli import evaluate, kafka, replay, schema, simulate, store
 from distillwatch.cli.context import console_err, fail
 from distillwatch.settings import load_settings
 from schemas.errors import DistillwatchError
@@ -43,6 +43,7 @@ app.add_typer(schema.app, name="schema")
 app.command("init")(store.init)
 app.command("evaluate")(evaluate.evaluate)
 app.command("simulate")(simulate.simulate)
+app.command("replay")(replay.replay)
 
 
 def main() -> None:
