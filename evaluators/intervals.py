@@ -22,4 +22,6 @@ def wilson(numerator: float, denominator: float, z: float = Z95) -> tuple[float,
     centre = (p + z2 / (2 * denominator)) / (1 + z2 / denominator)
     half = z * math.sqrt(p * (1 - p) / denominator + z2 / (4 * denominator * denominator))
     half /= 1 + z2 / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The Wilson interval always contains p (it is exactly [0, …] at 0 and […, 1] at 1);
+    # rounding can leave it a hair off, e.g. a lower bound of 2e-19 for 0 of 1591.
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
