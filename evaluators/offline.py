@@ -85,8 +85,13 @@ class LabelBook:
 
 
 def _maybe_side_line(raw: bytes) -> bool:
-    """Cheap pre-filter for pass 1: only lines mentioning catalog/label need decoding."""
-    return b'"catalog"' in raw or b'"label"' in raw
+    """Cheap pre-filter for pass 1: skip only lines that are plainly request lines.
+
+    A key may be written with JSON escapes (``"\\u0063atalog"``), so a side line need not
+    contain the bytes ``"catalog"``; pass 2 skips every side line, so pass 1 must not miss one.
+    A line is decoded here when it shows a side key or does not show a request key.
+    """
+    return b'"catalog"' in raw or b'"label"' in raw or b'"request"' not in raw
 
 
 def collect_side_data(lines: Iterable[bytes], summary: LogSummary) -> tuple[Catalog, LabelBook]:
