@@ -1,10 +1,12 @@
 """Offline evaluation of a replay log: the same code path the stream uses, in one process.
 
-Two passes over the log. The first gathers the catalog (compacted: the last record per
-entity wins, ``deleted`` removes it) and the labels (identical labels collapse to one); the
-second evaluates each request once (the first valid line with its id) against that final
-catalog and its labels, in event-time windows. Late labels therefore count however late they
-arrive, which is what the stream's final (highest-version) windows converge to.
+Two passes over the log. The first gathers the labels (identical labels collapse to one).
+The second applies catalog records in log order (the last record per entity wins,
+``deleted`` removes it) and evaluates each request once (the first valid line with its id)
+against the catalog as it stands at that line, with all of its labels, in event-time
+windows. Labels therefore count however late they arrive, which is what the stream's final
+(highest-version) windows converge to; a claim is judged by the catalog of its time, as the
+stream judges it.
 
 Memory: open windows × slices, plus the catalog, the labels and the set of request ids seen
 (exact de-duplication needs the ids), never the requests themselves.
@@ -15,8 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-
-import orjson
+from typing import Any
 
 from evaluators.catalog import Catalog
 from evaluators.config import EvalConfig
@@ -27,9 +28,7 @@ from evaluators.slicing import slices_of
 from evaluators.window_state import Layout, contribution
 from evaluators.windowing import ClosedWindow, TumblingWindows
 from schemas.errors import ContractError
-from schemas.messages import Label
-from schemas.replay import CatalogLine, LabelLine, RequestLine, validate_line
-from schemas.validation import decode_json
+from schemas.fastpath import line_kind, parse_line_fast
 
 LineSource = Callable[[], Iterable[bytes]]
 """Returns a fresh iterator over the log's lines each time it is called."""
@@ -65,18 +64,22 @@ class LabelBook:
     """Labels by request id, identical labels collapsed."""
 
     def __init__(self) -> None:
-        self._by_request: dict[str, dict[bytes, Label]] = defaultdict(dict)
+        self._by_request: dict[str, dict[tuple[object, ...], Any]] = defaultdict(dict)
 
-    def add(self, label: Label) -> bool:
+    def add(self, label: Any) -> bool:
         """False when an identical label was already recorded."""
-        key = orjson.dumps(label.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        correct = label.answer_correct
+        key = (
+            label.ts, label.source, label.intent, label.preferred, label.reviewer_id,
+            None if correct is None else (correct.teacher, correct.student),
+        )
         bucket = self._by_request[label.request_id]
         if key in bucket:
             return False
         bucket[key] = label
         return True
 
-    def for_request(self, request_id: str) -> list[Label]:
+    def for_request(self, request_id: str) -> list[Any]:
         bucket = self._by_request.get(request_id)
         return list(bucket.values()) if bucket else []
 
@@ -84,62 +87,56 @@ class LabelBook:
         return set(self._by_request)
 
 
-def _maybe_side_line(raw: bytes) -> bool:
-    """Cheap pre-filter for pass 1: skip only lines that are plainly request lines.
+def _maybe_label_line(raw: bytes) -> bool:
+    """Cheap pre-filter for pass 1: skip only lines that plainly carry a request.
 
-    A key may be written with JSON escapes (``"\\u0063atalog"``), so a side line need not
-    contain the bytes ``"catalog"``; pass 2 skips every side line, so pass 1 must not miss one.
-    A line is decoded here when it shows a side key or does not show a request key.
+    A key may be written with JSON escapes (``"\\u006cabel"``), so a label line need not
+    contain the bytes ``"label"``; it never contains the key ``"request"``.
     """
-    return b'"catalog"' in raw or b'"label"' in raw or b'"request"' not in raw
+    return b'"label"' in raw or b'"request"' not in raw
 
 
-def collect_side_data(lines: Iterable[bytes], summary: LogSummary) -> tuple[Catalog, LabelBook]:
-    """Pass 1: the compacted catalog and the labels."""
-    catalog, labels = Catalog(), LabelBook()
-    for line_no, raw in enumerate(lines, start=1):
-        if not raw.strip() or not _maybe_side_line(raw):
+def collect_labels(lines: Iterable[bytes], summary: LogSummary) -> LabelBook:
+    """Pass 1: every valid label (invalid lines are reported by pass 2)."""
+    labels = LabelBook()
+    for raw in lines:
+        if not raw.strip() or not _maybe_label_line(raw):
             continue
         try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue  # reported in pass 2
-        if not is_side_line(data):
+            line = parse_line_fast(raw)
+        except ContractError:
             continue
-        try:
-            line = validate_line(data)
-        except ContractError as exc:
-            summary.reject(line_no, exc)
-            continue
-        if isinstance(line, CatalogLine):
-            summary.catalog_records += 1
-            catalog.apply(line.catalog)
-        elif isinstance(line, LabelLine):
+        if line_kind(line) == "label":
             summary.labels += 1
             if not labels.add(line.label):
                 summary.duplicate_labels += 1
-    return catalog, labels
+    return labels
 
 
 def evaluated_requests(
-    lines: Iterable[bytes], catalog: Catalog, labels: LabelBook, config: EvalConfig,
-    summary: LogSummary,
+    lines: Iterable[bytes], labels: LabelBook, config: EvalConfig, summary: LogSummary,
+    catalog: Catalog | None = None,
 ) -> Iterator[RequestEvaluation]:
-    """Pass 2: each valid, first-seen request evaluated once, in log order."""
+    """Pass 2: catalog records applied in log order; each valid, first-seen request
+    evaluated once against the catalog as it stands at that line."""
+    catalog = catalog if catalog is not None else Catalog()
     seen: set[str] = set()
     for line_no, raw in enumerate(lines, start=1):
         summary.lines += 1
         if not raw.strip():
             continue
         try:
-            data = decode_json(raw, "replay line")
-            if is_side_line(data):
-                continue  # pass 1 took it
-            line = validate_line(data)
+            line = parse_line_fast(raw)
         except ContractError as exc:
             summary.reject(line_no, exc)
             continue
-        assert isinstance(line, RequestLine)
+        kind = line_kind(line)
+        if kind == "catalog":
+            summary.catalog_records += 1
+            catalog.apply(line.catalog)
+            continue
+        if kind == "label":
+            continue  # pass 1 took it
         request = line.request
         if request.request_id in seen:
             summary.duplicates += 1
@@ -153,11 +150,6 @@ def evaluated_requests(
     summary.orphan_labels = len(labels.request_ids() - seen)
 
 
-def is_side_line(data: object) -> bool:
-    """A decoded line that pass 1 owns: catalog or label, and no request."""
-    return isinstance(data, dict) and "request" not in data and ("catalog" in data or "label" in data)
-
-
 def evaluate_log(
     source: LineSource,
     config: EvalConfig,
@@ -169,9 +161,9 @@ def evaluate_log(
     summary = summary if summary is not None else LogSummary()
     layout = Layout(config)
     sketch = QuantileSketch()
-    catalog, labels = collect_side_data(source(), summary)
+    labels = collect_labels(source(), summary)
     windows = TumblingWindows(window_s, grace_s, layout)
-    for ev in evaluated_requests(source(), catalog, labels, config, summary):
+    for ev in evaluated_requests(source(), labels, config, summary):
         windows.add(ev.ts.timestamp(), slices_of(ev, config), contribution(ev, layout, sketch))
         for closed in windows.pop_closed():
             yield from _rows(closed, layout)
