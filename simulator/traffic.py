@@ -56,6 +56,12 @@ class TrafficConfig:
     missing_response: float = 0.005
     label_share: float = 0.05
     preference_share: float = 0.05
+    intent_shares: dict[str, float] = field(default_factory=lambda: dict(INTENT_SHARES))
+    """True-intent mix; the default has 15 % high-risk traffic, which the router always
+    sends to the teacher, so a fallback rate under 0.15 needs a smaller high-risk share."""
+    reference_share: float = 0.0
+    """Share of requests whose true intent production already knows (``request.reference``);
+    the rest are judged against the teacher's top-1 unless a human label says otherwise."""
     regressions: list[Regression] = field(default_factory=list)
 
 
@@ -132,7 +138,7 @@ class World:
             offset = i / cfg.rate_per_s
             ts = cfg.start + timedelta(seconds=offset)
             rid = f"req-{i:08d}"
-            truth = _pick(rng, INTENT_SHARES)
+            truth = _pick(rng, cfg.intent_shares)
             slices = {"region": _pick(rng, REGIONS), "device": _pick(rng, DEVICES),
                       "language": _pick(rng, LANGUAGES)}
             entity = rng.choice(titles)
@@ -142,6 +148,8 @@ class World:
                 "evidence": [{"doc_id": f"doc-{entity}", "entity_id": entity}] if rng.random() < 0.97 else [],
                 "multi_intent": rng.random() < 0.1,
             }
+            if cfg.reference_share and rng.random() < cfg.reference_share:
+                request["reference"] = {"intent": truth, "source": "production"}
             t_claims: list[dict[str, Any]] = []
             s_claims: list[dict[str, Any]] = []
             if rng.random() < cfg.claim_share:
