@@ -34,11 +34,12 @@ class EvalConfig:
             raise ValueError(f"high_risk names classes not in intents: {sorted(unknown)}")
         if len(set(self.intents)) != len(self.intents):
             raise ValueError("intents has duplicates")
+        object.__setattr__(self, "_order", {name: i for i, name in enumerate(self.intents)})
 
     @property
     def order(self) -> dict[str, int]:
         """Position of each configured class: top-1 ties go to the earlier one."""
-        return {name: i for i, name in enumerate(self.intents)}
+        return self._order  # type: ignore[attr-defined,no-any-return]
 
     def cost_per_1k(self, fallback_rate: float) -> float:
         """Blended serving cost per 1,000 requests at a given teacher-fallback rate."""

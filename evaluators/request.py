@@ -1,6 +1,8 @@
 """Per-request evaluation: one request, its responses, its labels, against the catalog.
 
 This is the only place that interprets a request; window states only count what it says.
+The result classes use slots and are not frozen (a frozen dataclass's ``__init__`` costs
+several microseconds, and this runs for every request); treat them as read-only.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ SECONDS_PER_DAY = 86_400.0
 _UNRANKED = 1 << 30
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ModelView:
     """What one model's response amounts to for the metrics."""
 
@@ -46,9 +48,20 @@ ABSENT = ModelView()
 
 def top_two(probs: dict[str, float], order: dict[str, int]) -> tuple[str, float, float]:
     """(top-1 class, top-1 prob, top-2 prob); ties go to the earlier configured class."""
-    ranked = sorted(probs.items(), key=lambda kv: (-kv[1], order.get(kv[0], _UNRANKED), kv[0]))
-    top2 = ranked[1][1] if len(ranked) > 1 else 0.0
-    return ranked[0][0], ranked[0][1], top2
+    best = second = -1.0
+    best_name = ""
+    best_rank: tuple[int, str] = (_UNRANKED, "")
+    for name, p in probs.items():  # one pass: this runs for every response
+        if p > best:
+            second, best, best_name, best_rank = best, p, name, (order.get(name, _UNRANKED), name)
+        elif p == best:
+            second = p
+            rank = (order.get(name, _UNRANKED), name)
+            if rank < best_rank:
+                best_name, best_rank = name, rank
+        elif p > second:
+            second = p
+    return best_name, best, max(second, 0.0)
 
 
 def view_of(response: ModelResponse | None, catalog: Catalog, order: dict[str, int]) -> ModelView:
@@ -83,7 +96,7 @@ def view_of(response: ModelResponse | None, catalog: Catalog, order: dict[str, i
     )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestEvaluation:
     """Everything the metrics, the per-request row and the payload sampler need."""
 

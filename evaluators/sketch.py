@@ -41,10 +41,15 @@ class QuantileSketch:
         return math.ceil(math.log(value) / self._log_gamma)
 
     def add_key(self, key: int | None, n: int = 1) -> None:
+        """Count ``n`` values of a bucket; a negative ``n`` takes values back out."""
         if key is None:
             self.zeros += n
         else:
-            self.bins[key] = self.bins.get(key, 0) + n
+            total = self.bins.get(key, 0) + n
+            if total:
+                self.bins[key] = total
+            else:
+                del self.bins[key]
         self.count += n
 
     def update(self, value: float) -> QuantileSketch:

@@ -25,6 +25,8 @@ _SCALARS = (
 )
 _PER_CLASS = ("s_ref", "s_tp", "s_pred", "t_ref", "t_tp")
 _PER_BIN = ("s_bin_n", "s_bin_conf", "s_bin_correct", "t_bin_n", "t_bin_conf", "t_bin_correct")
+NO_VALUE = -(1 << 62)
+ZERO_BUCKET = NO_VALUE + 1
 _PREFERENCE_SCORE = {"student": 1.0, "tie": 0.5, "teacher": 0.0}
 
 
@@ -39,6 +41,14 @@ class Layout:
         self.names = tuple(names)
         self.index = {n: i for i, n in enumerate(names)}
         self.size = len(names)
+        self._bin_slots = {
+            m: [
+                (self.index[f"{m}_bin_n.{b}"], self.index[f"{m}_bin_conf.{b}"],
+                 self.index[f"{m}_bin_correct.{b}"])
+                for b in range(config.ece_bins)
+            ]
+            for m in ("s", "t")
+        }
 
     def __getitem__(self, name: str) -> int:
         return self.index[name]
@@ -47,97 +57,108 @@ class Layout:
         """Bins [k/B, (k+1)/B); 1.0 falls in the last."""
         return min(int(confidence * self.config.ece_bins), self.config.ece_bins - 1)
 
+    def bin_slots(self, model: str, b: int) -> tuple[int, int, int]:
+        """Indices of (count, confidence sum, correct sum) of bin ``b`` for "s" or "t"."""
+        return self._bin_slots[model][b]
+
     def bins(self, prefix: str) -> slice:
         start = self.index[f"{prefix}.0"]
         return slice(start, start + self.config.ece_bins)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Contribution:
     """One request's increments, computed once and added to each of its slices."""
 
     counts: np.ndarray
-    teacher_latency: int | None | bool
-    student_latency: int | None | bool
-    dataset_age: int | None | bool
-    """Sketch keys; False means "no value" (None is the sketch's zero bucket)."""
+    keys: tuple[int, int, int]
+    """Sketch bucket codes of (teacher latency, student latency, dataset age):
+    NO_VALUE when there is none, ZERO_BUCKET for the sketch's zero bucket."""
+    sign: int = 1
+    """-1 takes a request back out (a label changed its evaluation)."""
+
+    def negated(self) -> Contribution:
+        return Contribution(-self.counts, self.keys, -self.sign)
 
 
 def contribution(ev: RequestEvaluation, layout: Layout, sketch: QuantileSketch) -> Contribution:
     """Turn a request evaluation into counter increments (the only place that does)."""
-    c = np.zeros(layout.size)
     ix = layout.index
     cfg = layout.config
     t, s, ref = ev.teacher, ev.student, ev.reference_intent
+    c = np.zeros(layout.size)
 
-    c[ix["support"]] = 1
+    def put(name: str, value: float | bool) -> None:
+        c[ix[name]] = value
+
+    put("support", 1)
     if ev.names_entity:
-        c[ix["entity_requests"]] = 1
-        c[ix["retrieval_miss"]] = ev.retrieval_miss
-    c[ix["new_title"]] = ev.new_title
-    c[ix["t_missing"]] = not t.answered
-    c[ix["s_missing"]] = not s.answered
+        put("entity_requests", 1)
+        put("retrieval_miss", ev.retrieval_miss)
+    put("new_title", ev.new_title)
+    put("t_missing", not t.answered)
+    put("s_missing", not s.answered)
 
     if t.answered:
         assert t.top1 is not None
-        c[ix["t_answers"]] = 1
-        c[ix["t_checkable"]] = t.checkable
-        c[ix["t_fact_err"]] = t.fact_error
-        c[ix["t_conf_fact_err"]] = t.fact_error and t.top1 >= cfg.confident_threshold
-        c[ix["t_grounded"]] = bool(ev.grounded(t))
+        put("t_answers", 1)
+        put("t_checkable", t.checkable)
+        put("t_fact_err", t.fact_error)
+        put("t_conf_fact_err", t.fact_error and t.top1 >= cfg.confident_threshold)
+        put("t_grounded", bool(ev.grounded(t)))
         if ref is not None:
             correct = t.intent == ref
-            c[ix["t_ref"]] = 1
-            c[ix["t_correct"]] = correct
+            put("t_ref", 1)
+            put("t_correct", correct)
             b = layout.bin_of(t.top1)
-            c[ix[f"t_bin_n.{b}"]] = 1
-            c[ix[f"t_bin_conf.{b}"]] = t.top1
-            c[ix[f"t_bin_correct.{b}"]] = correct
+            c[list(layout.bin_slots("t", b))] = (1.0, t.top1, float(correct))
             if ref in cfg.high_risk:
-                c[ix[f"t_ref.{ref}"]] = 1
-                c[ix[f"t_tp.{ref}"]] = correct
+                put(f"t_ref.{ref}", 1)
+                put(f"t_tp.{ref}", correct)
 
     if s.answered:
         assert s.top1 is not None
-        c[ix["s_answers"]] = 1
-        c[ix["s_checkable"]] = s.checkable
-        c[ix["s_fact_err"]] = s.fact_error
-        c[ix["s_wrong_claims"]] = s.wrong_claims
-        c[ix["copied_claims"]] = ev.copied_claims
-        c[ix["s_halluc"]] = s.wrong_claims > 0 or s.unknown_entity_claims > 0
-        c[ix["s_grounded"]] = bool(ev.grounded(s))
-        c[ix["fallback"]] = bool(ev.fallback)
-        c[ix["fallback_naive"]] = bool(ev.fallback_naive)
+        put("s_answers", 1)
+        put("s_checkable", s.checkable)
+        put("s_fact_err", s.fact_error)
+        put("s_wrong_claims", s.wrong_claims)
+        put("copied_claims", ev.copied_claims)
+        put("s_halluc", s.wrong_claims > 0 or s.unknown_entity_claims > 0)
+        put("s_grounded", bool(ev.grounded(s)))
+        put("fallback", bool(ev.fallback))
+        put("fallback_naive", bool(ev.fallback_naive))
         if ref is not None:
             correct = s.intent == ref
-            c[ix["s_ref"]] = 1
-            c[ix["s_correct"]] = correct
-            c[ix["brier_sum"]] = (s.top1 - correct) ** 2
-            c[ix["s_conf_err"]] = (not correct) and s.top1 >= cfg.confident_threshold
+            put("s_ref", 1)
+            put("s_correct", correct)
+            put("brier_sum", (s.top1 - correct) ** 2)
+            put("s_conf_err", (not correct) and s.top1 >= cfg.confident_threshold)
             b = layout.bin_of(s.top1)
-            c[ix[f"s_bin_n.{b}"]] = 1
-            c[ix[f"s_bin_conf.{b}"]] = s.top1
-            c[ix[f"s_bin_correct.{b}"]] = correct
+            c[list(layout.bin_slots("s", b))] = (1.0, s.top1, float(correct))
             if ref in cfg.high_risk:
-                c[ix[f"s_ref.{ref}"]] = 1
-                c[ix[f"s_tp.{ref}"]] = correct
+                put(f"s_ref.{ref}", 1)
+                put(f"s_tp.{ref}", correct)
             if s.intent in cfg.high_risk:
-                c[ix[f"s_pred.{s.intent}"]] = 1
+                put(f"s_pred.{s.intent}", 1)
 
     if t.answered and s.answered:
-        c[ix["both_answered"]] = 1
-        c[ix["match"]] = t.intent == s.intent
+        put("both_answered", 1)
+        put("match", t.intent == s.intent)
     if t.answered and ev.replica.answered:
-        c[ix["replica_both"]] = 1
-        c[ix["replica_agree"]] = t.intent == ev.replica.intent
+        put("replica_both", 1)
+        put("replica_agree", t.intent == ev.replica.intent)
     if ev.preferences:
-        c[ix["pref_n"]] = len(ev.preferences)
-        c[ix["pref_score"]] = sum(_PREFERENCE_SCORE[p] for p in ev.preferences)
+        put("pref_n", len(ev.preferences))
+        put("pref_score", sum(_PREFERENCE_SCORE[p] for p in ev.preferences))
 
-    def key(value: float | None) -> int | None | bool:
-        return False if value is None else sketch.key(max(value, 0.0))
+    def code(value: float | None) -> int:
+        if value is None:
+            return NO_VALUE
+        key = sketch.key(max(value, 0.0))
+        return ZERO_BUCKET if key is None else key
 
-    return Contribution(c, key(t.latency_ms), key(s.latency_ms), key(ev.dataset_age_days))
+    keys = (code(t.latency_ms), code(s.latency_ms), code(ev.dataset_age_days))
+    return Contribution(c, keys)
 
 
 @dataclass
@@ -155,14 +176,14 @@ class WindowState:
 
     def add(self, contrib: Contribution) -> WindowState:
         self.counts += contrib.counts
-        for sketch, key in (
-            (self.teacher_latency, contrib.teacher_latency),
-            (self.student_latency, contrib.student_latency),
-            (self.dataset_age, contrib.dataset_age),
-        ):
-            if key is not False:
-                sketch.add_key(key)  # type: ignore[arg-type]
+        for sketch, code in zip(self.sketches(), contrib.keys, strict=True):
+            if code != NO_VALUE:
+                sketch.add_key(None if code == ZERO_BUCKET else code, contrib.sign)
         return self
+
+    def sketches(self) -> tuple[QuantileSketch, QuantileSketch, QuantileSketch]:
+        """In the order of Contribution.keys."""
+        return (self.teacher_latency, self.student_latency, self.dataset_age)
 
     def merge(self, other: WindowState) -> WindowState:
         self.counts += other.counts

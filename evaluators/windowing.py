@@ -9,10 +9,14 @@ into the closed window.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from evaluators.batch_fold import Batch, fold
 from evaluators.window_state import Contribution, Layout, WindowState
+
+FOLD_EVERY = 1024
+"""Contributions buffered per window before they are folded into slice states."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,24 @@ class TumblingWindows:
         self.grace = grace_s
         self.layout = layout
         self.max_event_ts = -math.inf
-        self.open: dict[int, dict[str, WindowState]] = {}
+        self._states: dict[int, dict[str, WindowState]] = {}
+        self._pending: dict[int, Batch] = {}
         self.late_events = 0
+        self._earliest = math.inf
+        """Start of the oldest open window (a cheap test for pop_closed)."""
+
+    @property
+    def open(self) -> dict[int, dict[str, WindowState]]:
+        """Open windows' slice states (buffered contributions folded in first)."""
+        for start in list(self._pending):
+            self._fold(start)
+        return self._states
+
+    def _fold(self, start: int) -> None:
+        batch = self._pending.pop(start, None)
+        states = self._states.setdefault(start, {})
+        if batch is not None:
+            fold(states, batch, self.layout)
 
     @property
     def watermark(self) -> float:
@@ -52,27 +72,40 @@ class TumblingWindows:
     def is_late(self, ts: float) -> bool:
         return window_start(ts, self.size) + self.size <= self.watermark
 
-    def add(self, ts: float, slices: Iterable[str], contrib: Contribution) -> bool:
+    def add(self, ts: float, slices: Sequence[str], contrib: Contribution) -> bool:
         """Fold a request into its window; False (and counted) when that window has closed."""
         if self.is_late(ts):
             self.late_events += 1
             return False
-        states = self.open.setdefault(window_start(ts, self.size), {})
-        for key in slices:
-            state = states.get(key)
-            if state is None:
-                state = states[key] = WindowState.empty(self.layout)
-            state.add(contrib)
+        start = window_start(ts, self.size)
+        if start < self._earliest:
+            self._earliest = start
+        batch = self._pending.get(start)
+        if batch is None:
+            batch = self._pending[start] = Batch(FOLD_EVERY, self.layout)
+        batch.append(slices, contrib)
+        if batch.full:
+            self._fold(start)
         if ts > self.max_event_ts:
             self.max_event_ts = ts
         return True
 
     def pop_closed(self) -> list[ClosedWindow]:
         """Windows the watermark has passed, oldest first; they leave the open set."""
-        ready = sorted(s for s in self.open if s + self.size <= self.watermark)
-        return [ClosedWindow(s, self.size, self.open.pop(s)) for s in ready]
+        if self._earliest + self.size > self.watermark:  # the common case, per event
+            return []
+        starts = set(self._states) | set(self._pending)
+        ready = sorted(s for s in starts if s + self.size <= self.watermark)
+        closed = [self._close(s) for s in ready]
+        self._earliest = min(starts - set(ready), default=math.inf)
+        return closed
 
     def pop_all(self) -> list[ClosedWindow]:
         """Every open window (end of input), oldest first."""
-        ready = sorted(self.open)
-        return [ClosedWindow(s, self.size, self.open.pop(s)) for s in ready]
+        ready = sorted(set(self._states) | set(self._pending))
+        self._earliest = math.inf
+        return [self._close(s) for s in ready]
+
+    def _close(self, start: int) -> ClosedWindow:
+        self._fold(start)
+        return ClosedWindow(start, self.size, self._states.pop(start))

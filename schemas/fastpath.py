@@ -28,18 +28,18 @@ NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
-class Evidence(msgspec.Struct):
+class Evidence(msgspec.Struct, gc=False):
     doc_id: str
     entity_id: str | None = None
     text: str | None = None
 
 
-class Reference(msgspec.Struct):
+class Reference(msgspec.Struct, gc=False):
     intent: NonEmpty
     source: NonEmpty
 
 
-class ShadowRequest(msgspec.Struct):
+class ShadowRequest(msgspec.Struct, gc=False):
     request_id: Id
     ts: Aware
     prompt: str
@@ -51,13 +51,13 @@ class ShadowRequest(msgspec.Struct):
     schema_version: Literal[1] = 1
 
 
-class Claim(msgspec.Struct):
+class Claim(msgspec.Struct, gc=False):
     entity_id: NonEmpty
     attribute: NonEmpty
     value: str | list[str]
 
 
-class ModelResponse(msgspec.Struct):
+class ModelResponse(msgspec.Struct, gc=False):
     request_id: Id
     ts: Aware
     role: Literal["teacher", "student", "teacher_replica"]
@@ -77,7 +77,7 @@ class ModelResponse(msgspec.Struct):
         return self.error is None
 
 
-class CatalogRecord(msgspec.Struct):
+class CatalogRecord(msgspec.Struct, gc=False):
     entity_id: Id
     title: str
     introduced_at: Aware
@@ -87,12 +87,12 @@ class CatalogRecord(msgspec.Struct):
     schema_version: Literal[1] = 1
 
 
-class AnswerCorrect(msgspec.Struct):
+class AnswerCorrect(msgspec.Struct, gc=False):
     teacher: bool | None = None
     student: bool | None = None
 
 
-class Label(msgspec.Struct):
+class Label(msgspec.Struct, gc=False):
     request_id: Id
     ts: Aware
     source: Literal["human", "rule", "judge"]
@@ -103,7 +103,7 @@ class Label(msgspec.Struct):
     schema_version: Literal[1] = 1
 
 
-class Line(msgspec.Struct):
+class Line(msgspec.Struct, gc=False):
     """Any replay line; exactly one of request/catalog/label is checked afterwards."""
 
     request: ShadowRequest | None = None

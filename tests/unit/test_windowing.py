@@ -14,7 +14,7 @@ import pytest
 
 from evaluators.config import EvalConfig
 from evaluators.offline import LogSummary, evaluate_log
-from evaluators.window_state import Contribution, Layout
+from evaluators.window_state import NO_VALUE, Contribution, Layout
 from evaluators.windowing import TumblingWindows, window_start
 
 LAYOUT = Layout(EvalConfig())
@@ -23,7 +23,7 @@ LAYOUT = Layout(EvalConfig())
 def one_request() -> Contribution:
     counts = np.zeros(LAYOUT.size)
     counts[LAYOUT["support"]] = 1
-    return Contribution(counts, False, False, False)
+    return Contribution(counts, (NO_VALUE, NO_VALUE, NO_VALUE))
 
 
 def support(windows: TumblingWindows) -> dict[int, float]:
