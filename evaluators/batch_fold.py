@@ -82,8 +82,8 @@ def fold(states: dict[str, WindowState], batch: Batch, layout: Layout) -> None:
         code = m_slice[present] * _KEY_OFFSET + np.where(zero, _KEY_OFFSET - 1, key_of + _KEY_OFFSET // 2)
         uniq, inverse = np.unique(code, return_inverse=True)
         totals = np.bincount(inverse, weights=batch.signs[m_row[present]])
-        for c, total in zip(uniq.tolist(), totals.tolist(), strict=True):
+        for code_, total in zip(uniq.tolist(), totals.tolist(), strict=True):
             if total:
-                slot, raw = divmod(c, _KEY_OFFSET)
-                key = None if raw == _KEY_OFFSET - 1 else raw - _KEY_OFFSET // 2
-                targets[slot].sketches()[col].add_key(key, int(total))
+                slot, raw = divmod(code_, _KEY_OFFSET)
+                bucket = None if raw == _KEY_OFFSET - 1 else raw - _KEY_OFFSET // 2
+                targets[slot].sketches()[col].add_key(bucket, int(total))

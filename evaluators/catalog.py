@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from enum import Enum
 
-from schemas.messages import CatalogRecord, Claim
+from evaluators.inputs import CatalogRecordLike, ClaimLike
 
 
 class Verdict(Enum):
@@ -26,7 +26,7 @@ def value_set(value: str | list[str]) -> frozenset[str]:
     return frozenset(value) if isinstance(value, list) else frozenset((value,))
 
 
-def claim_key(claim: Claim) -> tuple[str, str, frozenset[str]]:
+def claim_key(claim: ClaimLike) -> tuple[str, str, frozenset[str]]:
     """Identity of a claim for comparing the student's errors with the teacher's."""
     return (claim.entity_id, claim.attribute, value_set(claim.value))
 
@@ -34,13 +34,13 @@ def claim_key(claim: Claim) -> tuple[str, str, frozenset[str]]:
 class Catalog:
     """A compacted catalog: the last record per entity wins, ``deleted`` removes it."""
 
-    def __init__(self, records: Iterable[CatalogRecord] = ()) -> None:
+    def __init__(self, records: Iterable[CatalogRecordLike] = ()) -> None:
         self._facts: dict[str, dict[str, frozenset[str]]] = {}
         self._introduced: dict[str, datetime] = {}
         for record in records:
             self.apply(record)
 
-    def apply(self, record: CatalogRecord) -> None:
+    def apply(self, record: CatalogRecordLike) -> None:
         if record.deleted:
             self._facts.pop(record.entity_id, None)
             self._introduced.pop(record.entity_id, None)
@@ -57,7 +57,7 @@ class Catalog:
     def introduced_at(self, entity_id: str) -> datetime | None:
         return self._introduced.get(entity_id)
 
-    def check(self, claim: Claim) -> Verdict:
+    def check(self, claim: ClaimLike) -> Verdict:
         facts = self._facts.get(claim.entity_id)
         if facts is None:
             return Verdict.UNKNOWN_ENTITY

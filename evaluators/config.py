@@ -39,7 +39,7 @@ class EvalConfig:
     @property
     def order(self) -> dict[str, int]:
         """Position of each configured class: top-1 ties go to the earlier one."""
-        return self._order  # type: ignore[attr-defined,no-any-return]
+        return self._order  # type: ignore[attr-defined]
 
     def cost_per_1k(self, fallback_rate: float) -> float:
         """Blended serving cost per 1,000 requests at a given teacher-fallback rate."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from evaluators.catalog import Catalog
 from evaluators.config import EvalConfig
@@ -27,8 +26,9 @@ from evaluators.sketch import QuantileSketch
 from evaluators.slicing import slices_of
 from evaluators.window_state import Layout, contribution
 from evaluators.windowing import ClosedWindow, TumblingWindows
+from evaluators.inputs import LabelLike
 from schemas.errors import ContractError
-from schemas.fastpath import line_kind, parse_line_fast
+from schemas.fastpath import Label, parse_line_fast
 
 LineSource = Callable[[], Iterable[bytes]]
 """Returns a fresh iterator over the log's lines each time it is called."""
@@ -64,9 +64,9 @@ class LabelBook:
     """Labels by request id, identical labels collapsed."""
 
     def __init__(self) -> None:
-        self._by_request: dict[str, dict[tuple[object, ...], Any]] = defaultdict(dict)
+        self._by_request: dict[str, dict[tuple[object, ...], LabelLike]] = defaultdict(dict)
 
-    def add(self, label: Any) -> bool:
+    def add(self, label: Label) -> bool:
         """False when an identical label was already recorded."""
         correct = label.answer_correct
         key = (
@@ -79,7 +79,7 @@ class LabelBook:
         bucket[key] = label
         return True
 
-    def for_request(self, request_id: str) -> list[Any]:
+    def for_request(self, request_id: str) -> list[LabelLike]:
         bucket = self._by_request.get(request_id)
         return list(bucket.values()) if bucket else []
 
@@ -106,7 +106,7 @@ def collect_labels(lines: Iterable[bytes], summary: LogSummary) -> LabelBook:
             line = parse_line_fast(raw)
         except ContractError:
             continue
-        if line_kind(line) == "label":
+        if line.label is not None:
             summary.labels += 1
             if not labels.add(line.label):
                 summary.duplicate_labels += 1
@@ -130,14 +130,13 @@ def evaluated_requests(
         except ContractError as exc:
             summary.reject(line_no, exc)
             continue
-        kind = line_kind(line)
-        if kind == "catalog":
+        if line.catalog is not None:
             summary.catalog_records += 1
             catalog.apply(line.catalog)
             continue
-        if kind == "label":
-            continue  # pass 1 took it
         request = line.request
+        if request is None:
+            continue  # a label: pass 1 took it
         if request.request_id in seen:
             summary.duplicates += 1
             continue

@@ -76,16 +76,16 @@ def read_metrics(state: WindowState, layout: Layout) -> dict[str, MetricValue]:
     if fallback is not None:
         lo, hi = fallback.ci_low, fallback.ci_high
         assert lo is not None and hi is not None
-        den = fallback.denominator
         per_1k = cfg.cost_per_1k
         low_first = cfg.teacher_cost_per_1k >= cfg.student_cost_per_1k
         a, b = (lo, hi) if low_first else (hi, lo)
         out["cost_per_1k_usd"] = MetricValue(
-            "cost_per_1k_usd", per_1k(fallback.value), None, den, per_1k(a), per_1k(b)
+            "cost_per_1k_usd", per_1k(fallback.value), None, fallback.denominator, per_1k(a), per_1k(b)
         )
         daily = cfg.daily_cost
         out["projected_daily_cost_usd"] = MetricValue(
-            "projected_daily_cost_usd", daily(fallback.value), None, den, daily(a), daily(b)
+            "projected_daily_cost_usd", daily(fallback.value), None, fallback.denominator, daily(a),
+            daily(b)
         )
         out["planned_daily_cost_usd"] = MetricValue(
             "planned_daily_cost_usd", daily(cfg.planned_fallback_rate), None, None

@@ -7,13 +7,13 @@ several microseconds, and this runs for every request); treat them as read-only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from evaluators.catalog import Catalog, Verdict, claim_key
 from evaluators.config import EvalConfig
-from schemas.messages import Label, ModelResponse, ShadowRequest
+from evaluators.inputs import LabelLike, RequestLike, ResponseLike
 
 SECONDS_PER_DAY = 86_400.0
 _UNRANKED = 1 << 30
@@ -46,7 +46,7 @@ class ModelView:
 ABSENT = ModelView()
 
 
-def top_two(probs: dict[str, float], order: dict[str, int]) -> tuple[str, float, float]:
+def top_two(probs: Mapping[str, float], order: dict[str, int]) -> tuple[str, float, float]:
     """(top-1 class, top-1 prob, top-2 prob); ties go to the earlier configured class."""
     best = second = -1.0
     best_name = ""
@@ -64,7 +64,7 @@ def top_two(probs: dict[str, float], order: dict[str, int]) -> tuple[str, float,
     return best_name, best, max(second, 0.0)
 
 
-def view_of(response: ModelResponse | None, catalog: Catalog, order: dict[str, int]) -> ModelView:
+def view_of(response: ResponseLike | None, catalog: Catalog, order: dict[str, int]) -> ModelView:
     if response is None:
         return ABSENT
     if response.error is not None or response.intent_probs is None:
@@ -102,7 +102,7 @@ class RequestEvaluation:
 
     request_id: str
     ts: datetime
-    slice: dict[str, str]
+    slice: Mapping[str, str]
     multi_intent: bool
     teacher: ModelView
     student: ModelView
@@ -146,7 +146,7 @@ def _correct(view: ModelView, reference: str | None) -> bool | None:
 
 
 def reference_of(
-    request: ShadowRequest, teacher: ModelView, labels: Sequence[Label]
+    request: RequestLike, teacher: ModelView, labels: Sequence[LabelLike]
 ) -> tuple[str | None, str | None]:
     """Latest human label's intent, else the request's reference, else the teacher's top-1."""
     human = [lb for lb in labels if lb.source == "human" and lb.intent is not None]
@@ -161,13 +161,13 @@ def reference_of(
 
 
 def evaluate_request(
-    request: ShadowRequest,
-    teacher: ModelResponse | None,
-    student: ModelResponse | None,
+    request: RequestLike,
+    teacher: ResponseLike | None,
+    student: ResponseLike | None,
     catalog: Catalog,
     config: EvalConfig,
-    labels: Sequence[Label] = (),
-    replica: ModelResponse | None = None,
+    labels: Sequence[LabelLike] = (),
+    replica: ResponseLike | None = None,
 ) -> RequestEvaluation:
     """Evaluate one request with whatever responses and labels it has."""
     order = config.order
@@ -219,7 +219,7 @@ def evaluate_request(
     )
 
 
-def _count_copied(student: ModelResponse, teacher_wrong: frozenset, catalog: Catalog) -> int:
+def _count_copied(student: ResponseLike, teacher_wrong: frozenset, catalog: Catalog) -> int:
     """Student wrong claims (counted per claim) equal to a wrong claim of the teacher's."""
     return sum(
         1

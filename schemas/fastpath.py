@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from schemas.messages import PROB_SUM_TOLERANCE
-from schemas.replay import CatalogLine, LabelLine, RequestLine, validate_line
+from schemas.replay import validate_line
 from schemas.validation import decode_json
 
 Aware = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -116,7 +116,6 @@ class Line(msgspec.Struct, gc=False):
 
 _decoder = msgspec.json.Decoder(Line)
 FastLine = Line
-AnyLine = Line | RequestLine | CatalogLine | LabelLine
 
 
 def _response_ok(response: ModelResponse | None, role: str, request_id: str) -> bool:
@@ -154,11 +153,11 @@ def _accepts(line: Line) -> bool:
     return True
 
 
-def parse_line_fast(raw: bytes) -> AnyLine:
+def parse_line_fast(raw: bytes) -> Line:
     """Decode and validate one replay line: msgspec when it accepts, else pydantic.
 
-    Raises ContractError (from pydantic) naming field and rule when the line is invalid.
-    Both return types expose the same attribute names (``request``, ``teacher``, …).
+    Raises ContractError (from pydantic) naming field and rule when the line is invalid. A
+    line only pydantic accepts (after its lax coercions) is converted to the same struct.
     """
     try:
         line = _decoder.decode(raw)
@@ -166,13 +165,14 @@ def parse_line_fast(raw: bytes) -> AnyLine:
         line = None
     if line is not None and _accepts(line):
         return line
-    return validate_line(decode_json(raw, "replay line"))
+    model = validate_line(decode_json(raw, "replay line"))
+    return msgspec.convert(model.model_dump(mode="json", exclude_none=True), Line)
 
 
-def line_kind(line: Any) -> str:
-    """'request', 'catalog' or 'label' for either kind of parsed line."""
-    if getattr(line, "request", None) is not None:
+def line_kind(line: Line) -> str:
+    """'request', 'catalog' or 'label'."""
+    if line.request is not None:
         return "request"
-    if getattr(line, "catalog", None) is not None:
+    if line.catalog is not None:
         return "catalog"
     return "label"

@@ -8,5 +8,7 @@ cd "$here"
 venv="$(scripts/bootstrap.sh)"
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 "$venv/bin/python" -m distillwatch kafka fetch
+echo "mypy (schemas, evaluators):"
+"$venv/bin/python" -m mypy
 if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
 exec "$venv/bin/python" -m pytest "$@"
