@@ -109,6 +109,31 @@ class ClickHouseSettings(_Section):
         return dsn
 
 
+class EvaluatorSettings(_Section):
+    """The streaming evaluator (``distillwatch run``)."""
+
+    group_id: str = "distillwatch-evaluator"
+    instance_id: str = Field(default="evaluator-1", description="unique per running instance; "
+                             "a restarted instance must keep its id (it fences its predecessor)")
+    checkpoint_s: float = Field(default=2.0, gt=0)
+    idle_flush_s: float = Field(default=3.0, gt=0)
+    handle_horizon_s: float = Field(default=300.0, ge=0,
+                                    description="event time a label may come after its request")
+    batch_size: int = Field(default=5000, ge=1)
+    sink: bool = Field(default=True, description="run the ClickHouse sink in this process")
+
+
+class PrivacySettings(_Section):
+    """Keyed prompt hashing and payload sampling (DESIGN §8)."""
+
+    hash_key: SecretStr | None = Field(
+        default=None, description="HMAC key for prompt_hash; default: a random key kept in the data dir")
+    payload_share: float = Field(default=0.004, ge=0, le=1)
+    forensic_share: float = Field(default=0.001, ge=0, le=1)
+    example_share: float = Field(default=0.05, ge=0, le=1)
+    order_id_pattern: str = r"\b(?:ORD|ord|order)[-_#]?\d{6,}\b"
+
+
 class HttpSettings(_Section):
     """The monitor's own HTTP API (health, metrics, read-only SQL)."""
 
@@ -182,6 +207,8 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    evaluator: EvaluatorSettings = Field(default_factory=EvaluatorSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
 
     @classmethod
@@ -240,3 +267,17 @@ def _describe(exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{key} (env {env}): {msg}")
     return "invalid configuration: " + "; ".join(parts)
+
+
+def hash_key(settings: Settings) -> bytes:
+    """The configured prompt-hash key, or one generated once and kept in the data dir."""
+    if settings.privacy.hash_key is not None:
+        return settings.privacy.hash_key.get_secret_value().encode()
+    path = settings.data_path / "prompt_hash.key"
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip().encode()

@@ -8,7 +8,7 @@ several microseconds, and this runs for every request); treat them as read-only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from evaluators.catalog import Catalog, Verdict, claim_key
@@ -109,6 +109,8 @@ class RequestEvaluation:
     replica: ModelView
     reference_intent: str | None
     reference_source: str | None
+    production_reference: str | None
+    """``request.reference.intent``, kept so a later label can re-derive the reference."""
     copied_claims: int
     names_entity: bool
     retrieval_miss: bool
@@ -146,15 +148,15 @@ def _correct(view: ModelView, reference: str | None) -> bool | None:
 
 
 def reference_of(
-    request: RequestLike, teacher: ModelView, labels: Sequence[LabelLike]
+    production: str | None, teacher: ModelView, labels: Sequence[LabelLike]
 ) -> tuple[str | None, str | None]:
     """Latest human label's intent, else the request's reference, else the teacher's top-1."""
     human = [lb for lb in labels if lb.source == "human" and lb.intent is not None]
     if human:
         latest = max(enumerate(human), key=lambda il: (il[1].ts, il[0]))[1]
         return latest.intent, "human"
-    if request.reference is not None:
-        return request.reference.intent, "request"
+    if production is not None:
+        return production, "request"
     if teacher.answered:
         return teacher.intent, "teacher"
     return None, None
@@ -174,7 +176,8 @@ def evaluate_request(
     t = view_of(teacher, catalog, order)
     s = view_of(student, catalog, order)
     r = view_of(replica, catalog, order)
-    reference, source = reference_of(request, t, labels)
+    production = request.reference.intent if request.reference is not None else None
+    reference, source = reference_of(production, t, labels)
 
     copied = 0
     if s.wrong_keys and t.answered:
@@ -212,7 +215,8 @@ def evaluate_request(
     return RequestEvaluation(
         request_id=request.request_id, ts=request.ts, slice=request.slice,
         multi_intent=request.multi_intent, teacher=t, student=s, replica=r,
-        reference_intent=reference, reference_source=source, copied_claims=copied,
+        reference_intent=reference, reference_source=source, production_reference=production,
+        copied_claims=copied,
         names_entity=names_entity, retrieval_miss=miss, title_age_days=title_age,
         new_title=new_title, dataset_age_days=dataset_age, preferences=preferences,
         fallback=fallback, fallback_naive=naive, cost_usd=cost,
@@ -226,3 +230,10 @@ def _count_copied(student: ResponseLike, teacher_wrong: frozenset, catalog: Cata
         for claim in student.claims
         if catalog.check(claim) is Verdict.WRONG and claim_key(claim) in teacher_wrong
     )
+
+
+def relabel(ev: RequestEvaluation, labels: Sequence[LabelLike]) -> RequestEvaluation:
+    """The same evaluation with a new set of labels (they change reference and preferences)."""
+    reference, source = reference_of(ev.production_reference, ev.teacher, labels)
+    preferences = tuple(lb.preferred for lb in labels if lb.preferred is not None)
+    return replace(ev, reference_intent=reference, reference_source=source, preferences=preferences)

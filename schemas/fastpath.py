@@ -176,3 +176,41 @@ def line_kind(line: Line) -> str:
     if line.catalog is not None:
         return "catalog"
     return "label"
+
+
+_MESSAGE_TYPES: dict[str, type[msgspec.Struct]] = {
+    "request": ShadowRequest,
+    "response": ModelResponse,
+    "catalog": CatalogRecord,
+    "label": Label,
+}
+_message_decoders = {kind: msgspec.json.Decoder(t) for kind, t in _MESSAGE_TYPES.items()}
+
+
+def _message_ok(kind: str, msg: Any) -> bool:
+    if kind == "response":
+        return _response_ok(msg, msg.role, msg.request_id)
+    if kind == "label":
+        return not (msg.intent is None and msg.preferred is None and msg.answer_correct is None)
+    return True
+
+
+def parse_message(kind: str, raw: bytes) -> Any:
+    """One Kafka record value of the given kind ("request", "response", "catalog", "label").
+
+    msgspec when it accepts; otherwise the pydantic contract decides, raising ContractError
+    naming field and rule, or accepting (lax coercions) and being converted to the struct.
+    """
+    from schemas import messages
+    from schemas.validation import parse
+
+    try:
+        msg = _message_decoders[kind].decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        msg = None
+    if msg is not None and _message_ok(kind, msg):
+        return msg
+    model = {"request": messages.ShadowRequest, "response": messages.ModelResponse,
+             "catalog": messages.CatalogRecord, "label": messages.Label}[kind]
+    valid = parse(model, raw)
+    return msgspec.convert(valid.model_dump(mode="json", exclude_none=True), _MESSAGE_TYPES[kind])

@@ -24,6 +24,13 @@ LABELS = "shadow.labels"
 DLQ = "shadow.dlq"
 RETRAIN = "distill.retrain"
 MODELS = "distill.models"
+ROWS = "distill.rows"
+"""Evaluator → sink: table rows (JSONEachRow), written transactionally."""
+PARTIALS = "distill.partials"
+"""Evaluator → sink: one partition's window states, merged across partitions by the sink."""
+CHECKPOINTS = "distill.checkpoints"
+"""Evaluator state + input offsets per partition (compacted)."""
+BIG_MESSAGE_BYTES = str(16 * 1024 * 1024)
 
 CO_PARTITIONED = (REQUESTS, TEACHER, STUDENT, TEACHER_REPLICA, LABELS)
 """Keyed by request_id with one partition count, so one evaluator sees a request's parts."""
@@ -37,6 +44,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(DLQ), n, {}),
         TopicSpec(settings.topic(RETRAIN), 1, {}),
         TopicSpec(settings.topic(MODELS), 1, {}),
+        TopicSpec(settings.topic(ROWS), n, {"max.message.bytes": BIG_MESSAGE_BYTES}),
+        TopicSpec(settings.topic(PARTIALS), n, {"max.message.bytes": BIG_MESSAGE_BYTES}),
+        TopicSpec(settings.topic(CHECKPOINTS), 1, {
+            "cleanup.policy": "compact", "max.message.bytes": BIG_MESSAGE_BYTES,
+            "segment.ms": "60000", "min.cleanable.dirty.ratio": "0.1",
+        }),
     ]
     return specs
 

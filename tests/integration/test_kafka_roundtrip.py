@@ -17,7 +17,9 @@ from streams.topics import ensure_topics
 pytestmark = pytest.mark.integration
 
 DESIGN_TOPICS = ["shadow.requests", "shadow.teacher", "shadow.student", "shadow.teacher_replica",
-                 "shadow.catalog", "shadow.labels", "shadow.dlq", "distill.retrain", "distill.models"]
+                 "shadow.catalog", "shadow.labels", "shadow.dlq", "distill.retrain", "distill.models",
+                 # the evaluator's own: rows and window partials for the sink, its checkpoints
+                 "distill.rows", "distill.partials", "distill.checkpoints"]
 
 
 def _requests(n: int) -> list[ShadowRequest]:
@@ -97,7 +99,7 @@ def _topic_config(admin: Any, topic: str) -> dict[str, str]:
 def test_ensure_topics_creates_then_reports_exists(kafka_bootstrap: str, kafka_admin: Any,
                                                    unique_prefix: str,
                                                    drop_topics_with_prefix: list[str]) -> None:
-    """The first call creates the 9 prefixed topics (catalog compacted); the second finds them all."""
+    """The first call creates every prefixed topic (catalog compacted); the second finds them all."""
     drop_topics_with_prefix.append(unique_prefix)
     settings = load_settings(topic_prefix=unique_prefix, kafka={"bootstrap_servers": kafka_bootstrap})
     expected = {unique_prefix + name for name in DESIGN_TOPICS}
@@ -112,6 +114,7 @@ def test_ensure_topics_creates_then_reports_exists(kafka_bootstrap: str, kafka_a
     assert counts == {settings.topics.partitions}
 
     assert _topic_config(kafka_admin, unique_prefix + "shadow.catalog")["cleanup.policy"] == "compact"
+    assert _topic_config(kafka_admin, unique_prefix + "distill.checkpoints")["cleanup.policy"] == "compact"
     assert _topic_config(kafka_admin, unique_prefix + "shadow.requests")["cleanup.policy"] == "delete"
 
     second = ensure_topics(settings)

@@ -1,0 +1,301 @@
+"""The evaluator loop: Kafka in, evaluator state, Kafka out, exactly once.
+
+confluent-kafka consumes the co-partitioned input topics in batches. Each record goes to
+its partition's :class:`PartitionState`; outputs (rows, window partials, dead letters)
+are produced inside a Kafka transaction, and every ``checkpoint_s`` the transaction is
+committed together with each partition's state snapshot and the consumer offsets
+(KIP-447). A crash at any point rolls back to the last commit: state, outputs and input
+position stay consistent, so nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from evaluators.config import EvalConfig
+from evaluators.window_state import Layout
+from evaluators.windowing import ClosedWindow
+from schemas.errors import ContractError
+from schemas.fastpath import parse_message
+from streams import topics
+from streams.evaluator import snapshot
+from streams.evaluator.catalog_reader import CatalogReader
+from streams.evaluator.checkpoints import read_latest
+from streams.evaluator.outputs import (
+    DEAD_LETTERS, RowBuilder, dead_letter_row, json_each_row, partial_message,
+)
+from streams.evaluator.partition import Evaluated, PartitionState
+
+log = logging.getLogger(__name__)
+
+INPUT_KINDS = {
+    topics.REQUESTS: "request", topics.TEACHER: "response", topics.STUDENT: "response",
+    topics.TEACHER_REPLICA: "response", topics.LABELS: "label",
+}
+
+
+@dataclass
+class EngineOptions:
+    group_id: str = "distillwatch-evaluator"
+    instance_id: str = "evaluator-1"
+    window_sizes: list[int] = field(default_factory=lambda: [60, 3600])
+    grace_s: float = 120.0
+    handle_horizon_s: float = 300.0
+    checkpoint_s: float = 2.0
+    idle_flush_s: float = 3.0
+    batch_size: int = 5000
+    catalog_wait_s: float = 5.0
+
+
+@dataclass
+class EngineStats:
+    """Read by the HTTP API's /metrics (one writer: the engine thread)."""
+
+    records: int = 0
+    dead_letters: int = 0
+    checkpoints: int = 0
+    last_checkpoint_s: float = 0.0
+    partitions: list[int] = field(default_factory=list)
+    open_windows: int = 0
+    catalog_waits: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class EvaluatorEngine:
+    """Runs until ``stop`` is set; ``run`` raises on errors it cannot recover from."""
+
+    def __init__(self, kafka_conf: dict[str, Any], topic: Any, config: EvalConfig,
+                 rows: RowBuilder, options: EngineOptions) -> None:
+        self.kafka_conf = kafka_conf
+        self.topic = topic  # name → prefixed name
+        self.config = config
+        self.layout = Layout(config)
+        self.rows = rows
+        self.opts = options
+        self.stats = EngineStats()
+        self.states: dict[int, PartitionState] = {}
+        self.offsets: dict[int, dict[str, int]] = {}
+        self.emit_seq: dict[int, int] = {}
+        self.catalog = CatalogReader(kafka_conf, topic(topics.CATALOG))
+        self._names = {topic(name): name for name in INPUT_KINDS}
+        self._stop = threading.Event()
+        self._in_txn = False
+        self._dirty: set[int] = set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def _new_state(self) -> PartitionState:
+        return PartitionState(self.config, self.layout, self.opts.window_sizes,
+                              self.opts.grace_s, self.opts.handle_horizon_s)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        from confluent_kafka import OFFSET_STORED
+
+        numbers = sorted({tp.partition for tp in partitions} - set(self.states))
+        saved = read_latest(self.kafka_conf, self.topic(topics.CHECKPOINTS), self.opts.group_id)
+        for p in numbers:
+            state = self._new_state()
+            offsets: dict[str, int] = {}
+            if p in saved:
+                offsets = snapshot.load(saved[p], state)
+            self.states[p], self.offsets[p] = state, offsets
+            self.emit_seq[p] = state.counters.get("emit_seq", 0)
+        for tp in partitions:
+            name = self._names.get(tp.topic)
+            tp.offset = self.offsets.get(tp.partition, {}).get(name or "", OFFSET_STORED)
+        consumer.assign(partitions)
+        self.stats.partitions = sorted(self.states)
+        log.info("assigned partitions %s (restored %s)", numbers, sorted(set(numbers) & set(saved)))
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        if self._in_txn:
+            self._commit(consumer, force=True)
+        for p in {tp.partition for tp in partitions}:
+            self.states.pop(p, None)
+            self.offsets.pop(p, None)
+        consumer.unassign()
+        self.stats.partitions = sorted(self.states)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        from confluent_kafka import Consumer, Producer
+
+        self.catalog.start()
+        self.producer = Producer(self.kafka_conf | {
+            "transactional.id": f"{self.opts.group_id}-{self.opts.instance_id}",
+            "enable.idempotence": True, "acks": "all", "linger.ms": 20,
+            "compression.type": "lz4", "message.max.bytes": int(topics.BIG_MESSAGE_BYTES),
+            "transaction.timeout.ms": 30000,
+        })
+        self.producer.init_transactions(60)  # fences a previous incarnation, aborts its open txn
+        if not self.catalog.ready.wait(60):
+            raise TimeoutError("catalog reader did not reach the end of the catalog topic in 60s")
+        consumer = Consumer(self.kafka_conf | {
+            "group.id": self.opts.group_id, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+            "partition.assignment.strategy": "range", "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 1000, "max.poll.interval.ms": 300000,
+        })
+        consumer.subscribe([self.topic(name) for name in INPUT_KINDS],
+                           on_assign=self._on_assign, on_revoke=self._on_revoke)
+        last_commit = last_input = time.monotonic()
+        idle_flushed = True
+        try:
+            while not self._stop.is_set():
+                msgs = consumer.consume(self.opts.batch_size, 0.2)
+                if msgs:
+                    self._begin()
+                    self._process(msgs)
+                    last_input = time.monotonic()
+                    idle_flushed = False
+                now = time.monotonic()
+                if not idle_flushed and now - last_input >= self.opts.idle_flush_s:
+                    self._begin()
+                    self._idle_flush()
+                    idle_flushed = True
+                if self._in_txn and (now - last_commit >= self.opts.checkpoint_s or idle_flushed):
+                    self._commit(consumer)
+                    last_commit = now
+            if self._in_txn:
+                self._commit(consumer)
+        finally:
+            consumer.close()
+            self.catalog.stop()
+            self.producer.flush(30)
+
+    def _begin(self) -> None:
+        if not self._in_txn:
+            self.producer.begin_transaction()
+            self._in_txn = True
+
+    def _process(self, msgs: list[Any]) -> None:
+        newest = max((m.timestamp()[1] for m in msgs if m.error() is None), default=0)
+        self._wait_for_catalog(newest)
+        outs: dict[int, list[Evaluated]] = {}
+        for msg in msgs:
+            if msg.error() is not None:
+                log.warning("consumer error: %s", msg.error())
+                continue
+            p, name = msg.partition(), self._names.get(msg.topic())
+            state = self.states.get(p)
+            if state is None or name is None:
+                continue
+            offsets = self.offsets[p]
+            if msg.offset() < offsets.get(name, 0):
+                continue  # already inside the restored state
+            offsets[name] = msg.offset() + 1
+            self.stats.records += 1
+            out = outs.setdefault(p, [])
+            start = len(out)
+            try:
+                message = parse_message(INPUT_KINDS[name], msg.value() or b"")
+            except ContractError as exc:
+                self._dead_letter(msg, str(exc))
+                continue
+            if name == topics.REQUESTS:
+                state.on_request(message, self.catalog.catalog, out)
+            elif name == topics.LABELS:
+                state.on_label(message, out)
+            else:
+                if message.role != name.split(".", 1)[1]:
+                    self._dead_letter(msg, f"role {message.role!r} on topic {msg.topic()}")
+                    continue
+                state.on_response(message, self.catalog.catalog, out)
+            for item in out[start:]:
+                if item.request is not None and name == topics.REQUESTS:
+                    item.handle.meta["offset"] = msg.offset()
+        for p, out in outs.items():
+            state = self.states[p]
+            closed = state.advance(self.catalog.catalog, out)
+            self._emit_rows(out, p)
+            self._emit_windows(p, closed + state.take_revised(), final=True)
+        self._dirty |= set(outs)
+
+    def _wait_for_catalog(self, newest_ms: int) -> None:
+        deadline = time.monotonic() + self.opts.catalog_wait_s
+        while self.catalog.safe_time_ms < newest_ms and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.catalog.safe_time_ms < newest_ms:
+            self.stats.catalog_waits += 1
+
+    def _idle_flush(self) -> None:
+        for p, state in self.states.items():
+            out: list[Evaluated] = []
+            state.flush(self.catalog.catalog, out)
+            self._emit_rows(out, p)
+            self._emit_windows(p, state.take_revised(), final=True)
+            self._emit_windows(p, state.open_windows(), final=False)
+            self._dirty.add(p)
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    def _emit_rows(self, items: list[Evaluated], partition: int) -> None:
+        if not items:
+            return
+        tables: dict[str, list[dict[str, Any]]] = {}
+        for item in items:
+            for table, rows in self.rows.rows(item, partition).items():
+                tables.setdefault(table, []).extend(rows)
+        for table, rows in tables.items():
+            self.producer.produce(self.topic(topics.ROWS), json_each_row(rows), table.encode(),
+                                  headers={"table": table})
+        self.producer.poll(0)
+
+    def _emit_windows(self, partition: int, windows: list[ClosedWindow], final: bool) -> None:
+        for window in windows:
+            self.emit_seq[partition] += 1
+            self.producer.produce(
+                self.topic(topics.PARTIALS),
+                partial_message(window, str(partition), self.emit_seq[partition], final),
+                f"{window.size}:{window.start}".encode(),
+            )
+
+    def _dead_letter(self, msg: Any, error: str) -> None:
+        self.stats.dead_letters += 1
+        self.producer.produce(self.topic(topics.DLQ), msg.value(), msg.key(), headers={
+            "error": error[:1000], "source_topic": msg.topic(),
+            "source_partition": str(msg.partition()), "source_offset": str(msg.offset()),
+        })
+        row = dead_letter_row(msg.topic(), msg.partition(), msg.offset(), msg.value(), error)
+        self.producer.produce(self.topic(topics.ROWS), json_each_row([row]), DEAD_LETTERS.encode(),
+                              headers={"table": DEAD_LETTERS})
+
+    def _commit(self, consumer: Any, force: bool = False) -> None:
+        from confluent_kafka import TopicPartition
+
+        for p in sorted(self._dirty):
+            state = self.states.get(p)
+            if state is None:
+                continue
+            state.counters["emit_seq"] = self.emit_seq[p]
+            self.producer.produce(self.topic(topics.CHECKPOINTS), snapshot.dump(state, self.offsets[p]),
+                                  f"{self.opts.group_id}/{p}".encode())
+        positions = [TopicPartition(self.topic(name), p, off)
+                     for p, offs in self.offsets.items() for name, off in offs.items()]
+        if positions:
+            self.producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30)
+            for tp in positions:
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0:
+                    self.stats.lag[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        self.producer.commit_transaction(60)
+        self._in_txn = False
+        self._dirty.clear()
+        self.stats.checkpoints += 1
+        self.stats.last_checkpoint_s = time.time()
+        self.stats.open_windows = sum(len(w.open) for s in self.states.values() for w in s.windows.values())
+        totals: dict[str, int] = {}
+        for s in self.states.values():
+            for k, v in s.counters.items():
+                totals[k] = totals.get(k, 0) + v
+        self.stats.counters = totals
+

@@ -1,0 +1,143 @@
+"""What the evaluator emits for the sink: rows (JSONEachRow) per table, and window partials.
+
+Rows carry no raw customer text: the prompt as a keyed hash in ``shadow_evaluations``; a
+redacted copy only in the sampled ``shadow_payloads`` and ``distill_examples`` rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from evaluators.config import EvalConfig
+from evaluators.evaluation_codec import to_record
+from evaluators.privacy import Redactor, prompt_hash
+from evaluators.windowing import ClosedWindow
+from streams.evaluator.partition import Evaluated
+
+SHADOW_EVALUATIONS = "shadow_evaluations"
+SHADOW_PAYLOADS = "shadow_payloads"
+DISTILL_EXAMPLES = "distill_examples"
+DEAD_LETTERS = "dead_letters"
+DEAD_LETTER_RAW_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class SamplingPolicy:
+    """Deterministic by request id, so a replay samples the same requests."""
+
+    payload_share: float = 0.004
+    forensic_share: float = 0.001
+    example_share: float = 0.05
+
+    @staticmethod
+    def unit(request_id: str, salt: str) -> float:
+        digest = hashlib.blake2b(f"{salt}:{request_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+
+class RowBuilder:
+    """Turns evaluations into table rows."""
+
+    def __init__(self, config: EvalConfig, hash_key: bytes, policy: SamplingPolicy,
+                 redactor: Redactor | None = None) -> None:
+        self.config = config
+        self.hash_key = hash_key
+        self.policy = policy
+        self.redact = redactor or Redactor()
+
+    def rows(self, item: Evaluated, partition: int) -> dict[str, list[dict[str, Any]]]:
+        ev = item.evaluation
+        meta = item.handle.meta
+        if item.request is not None:  # first evaluation: things only the raw request has
+            meta["prompt_hash"] = prompt_hash(item.request.prompt, self.hash_key)
+        rec = to_record(ev)
+        s_top1, s_top2 = ev.student.top1, ev.student.top2
+        row = rec | {
+            "prompt_hash": meta.get("prompt_hash", "0" * 64),
+            "fallback": int(bool(ev.fallback)),
+            "fallback_naive": int(bool(ev.fallback_naive)),
+            "student_margin": None if s_top1 is None or s_top2 is None else s_top1 - s_top2,
+            "teacher_correct": _opt(ev.teacher_correct),
+            "student_correct": _opt(ev.student_correct),
+            "teacher_fact_error": int(ev.teacher.fact_error),
+            "student_fact_error": int(ev.student.fact_error),
+            "freshness": "new" if ev.new_title else "established",
+            "labels": orjson.dumps([{"source": s, "preferred": p} for s, p in
+                                    ((lb.source, lb.preferred) for lb in item.handle.labels)]).decode(),
+            "late": int(item.late),
+            "kafka_partition": partition,
+            "kafka_offset": meta.get("offset", -1),
+            "version": item.handle.revision,
+        }
+        out = {SHADOW_EVALUATIONS: [row]}
+        if item.request is not None:
+            out.update(self._samples(item, row))
+        return out
+
+    def _samples(self, item: Evaluated, row: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        ev, request = item.evaluation, item.request
+        assert request is not None
+        out: dict[str, list[dict[str, Any]]] = {}
+        risky = (ev.reference_intent in self.config.high_risk or ev.student_correct is False
+                 or ev.student.fact_error)
+        reason = None
+        if SamplingPolicy.unit(ev.request_id, "payload") < self.policy.payload_share:
+            reason = "sample"
+        elif risky and SamplingPolicy.unit(ev.request_id, "forensic") < self.policy.forensic_share * 10:
+            reason = "forensic"
+        prompt = self.redact(request.prompt)
+        if reason is not None:
+            out[SHADOW_PAYLOADS] = [{
+                "request_id": ev.request_id, "ts": row["ts"], "sample_reason": reason,
+                "slice": row["slice"], "prompt_redacted": prompt,
+                "teacher_answer_redacted": self.redact((item.teacher.answer or "") if item.teacher else ""),
+                "student_answer_redacted": self.redact((item.student.answer or "") if item.student else ""),
+                "teacher_probs": (item.teacher.intent_probs or {}) if item.teacher else {},
+                "student_probs": (item.student.intent_probs or {}) if item.student else {},
+            }]
+        if SamplingPolicy.unit(ev.request_id, "example") < self.policy.example_share:
+            out[DISTILL_EXAMPLES] = [{
+                "request_id": ev.request_id, "ts": row["ts"], "slice": row["slice"],
+                "prompt_redacted": prompt,
+                "teacher_probs": (item.teacher.intent_probs or {}) if item.teacher else {},
+                "reference_intent": ev.reference_intent or "",
+                "reference_source": ev.reference_source or "",
+                "teacher_supported": int(ev.teacher.answered and ev.teacher.all_claims_correct),
+                "teacher_fact_error": int(ev.teacher.fact_error),
+                "evidence_covered": int(not ev.retrieval_miss),
+                "sample_reason": "sample",
+                "version": item.handle.revision,
+            }]
+        return out
+
+
+def _opt(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def dead_letter_row(topic: str, partition: int, offset: int, raw: bytes | None, error: str) -> dict[str, Any]:
+    raw = raw or b""
+    return {
+        "topic": topic, "partition": partition, "offset": offset, "error": error[:2000],
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "raw_truncated": raw[:DEAD_LETTER_RAW_BYTES].decode("utf-8", "replace"),
+        "raw_size": len(raw), "received_at": time.time(),
+    }
+
+
+def partial_message(window: ClosedWindow, part: str, version: int, final: bool) -> bytes:
+    """One partition's states of one window, for the sink to merge across partitions."""
+    return orjson.dumps({
+        "window_s": window.size, "window_start": window.start, "part": part,
+        "version": version, "final": final,
+        "states": {k: s.to_dict() for k, s in window.states.items()},
+    }, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def json_each_row(rows: list[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for r in rows)

@@ -1,0 +1,261 @@
+"""One input partition's evaluator state: the join, the open windows, recent evaluations.
+
+Requests, teacher/student/replica answers and labels of one request share a partition
+(co-partitioned by request_id), so each partition is evaluated on its own and its state
+moves with it when partitions are reassigned. Pure: no Kafka, no clock (event time only).
+
+A request is evaluated when its request, teacher and student messages are all in, or when
+the partition's watermark passes its time (join timeout = grace; what is missing counts as
+missing). Its evaluation is kept for ``handle_horizon_s`` of event time so that a later
+label (or a teacher replica) can be applied exactly: its old contribution is taken out of
+the windows and the new one put in. Closed windows are kept for the same horizon so that
+such a change re-emits them (with a higher version). Labels that come later than that are
+counted in ``late_labels`` and do not change any window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from evaluators.catalog import Catalog
+from evaluators.config import EvalConfig
+from evaluators.request import RequestEvaluation, evaluate_request, relabel, view_of
+from evaluators.sketch import QuantileSketch
+from evaluators.slicing import slices_of
+from evaluators.window_state import Contribution, Layout, WindowState, contribution
+from evaluators.windowing import ClosedWindow, TumblingWindows, window_start
+from schemas.fastpath import Label, ModelResponse, ShadowRequest
+
+ROLES = ("teacher", "student", "teacher_replica")
+
+
+@dataclass
+class Pending:
+    """Parts of a request seen so far."""
+
+    request: ShadowRequest | None = None
+    teacher: ModelResponse | None = None
+    student: ModelResponse | None = None
+    teacher_replica: ModelResponse | None = None
+    labels: list[Label] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.request is not None and self.teacher is not None and self.student is not None
+
+
+@dataclass
+class Handle:
+    """An evaluated request still open to labels."""
+
+    evaluation: RequestEvaluation
+    labels: list[Label]
+    slices: list[str]
+    contrib: Contribution
+    revision: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Set by the caller at first evaluation (prompt hash, Kafka offset), kept for re-emits."""
+
+
+@dataclass
+class Evaluated:
+    """Output: a request was evaluated (or re-evaluated after a label)."""
+
+    evaluation: RequestEvaluation
+    handle: Handle
+    request: ShadowRequest | None
+    """The raw request when first evaluated (for payload sampling); None on re-evaluation."""
+    teacher: ModelResponse | None
+    student: ModelResponse | None
+    late: bool
+
+
+def label_key(label: Label) -> tuple[object, ...]:
+    correct = label.answer_correct
+    return (label.ts, label.source, label.intent, label.preferred, label.reviewer_id,
+            None if correct is None else (correct.teacher, correct.student))
+
+
+class PartitionState:
+    """Join buffer, windows and recent evaluations of one partition."""
+
+    def __init__(self, config: EvalConfig, layout: Layout, window_sizes: list[int],
+                 grace_s: float, handle_horizon_s: float) -> None:
+        self.config = config
+        self.layout = layout
+        self.grace_s = grace_s
+        self.handle_horizon_s = handle_horizon_s
+        self.windows = {size: TumblingWindows(size, grace_s, layout) for size in window_sizes}
+        self.pending: dict[str, Pending] = {}
+        self.handles: dict[str, Handle] = {}
+        self.seen: dict[str, float] = {}
+        """request_id → event time, for de-duplication within the horizon."""
+        self.retained: dict[int, dict[int, dict[str, WindowState]]] = {s: {} for s in window_sizes}
+        """Closed windows still open to label changes: size → start → slice states."""
+        self.revised: set[tuple[int, int]] = set()
+        """Retained windows changed since last taken (size, start)."""
+        self.counters: dict[str, int] = {
+            "requests": 0, "duplicates": 0, "late_events": 0, "late_labels": 0,
+            "late_responses": 0, "orphans_dropped": 0,
+        }
+        self._sketch = QuantileSketch()
+
+    @property
+    def watermark(self) -> float:
+        return min(w.watermark for w in self.windows.values())
+
+    @property
+    def max_event_ts(self) -> float:
+        return max(w.max_event_ts for w in self.windows.values())
+
+    # -- input -------------------------------------------------------------------------------
+
+    def on_request(self, request: ShadowRequest, catalog: Catalog, out: list[Evaluated]) -> None:
+        rid = request.request_id
+        pending = self.pending.get(rid)
+        if rid in self.seen or (pending is not None and pending.request is not None):
+            self.counters["duplicates"] += 1
+            return
+        if pending is None:
+            pending = self.pending[rid] = Pending()
+        pending.request = request
+        self.seen[rid] = request.ts.timestamp()
+        if pending.complete:
+            self._evaluate(rid, catalog, out)
+
+    def on_response(self, response: ModelResponse, catalog: Catalog, out: list[Evaluated]) -> None:
+        rid, role = response.request_id, response.role
+        handle = self.handles.get(rid)
+        if handle is not None:
+            if role == "teacher_replica" and not handle.evaluation.replica.present:
+                ev = handle.evaluation
+                ev2 = relabel(ev, handle.labels)
+                ev2.replica = view_of(response, catalog, self.config.order)
+                self._replace(handle, ev2, out)
+            else:
+                self.counters["late_responses"] += 1
+            return
+        if rid in self.seen and rid not in self.pending:
+            self.counters["late_responses"] += 1
+            return
+        pending = self.pending.setdefault(rid, Pending())
+        if getattr(pending, role) is None:
+            setattr(pending, role, response)
+        if pending.complete:
+            self._evaluate(rid, catalog, out)
+
+    def on_label(self, label: Label, out: list[Evaluated]) -> None:
+        rid = label.request_id
+        handle = self.handles.get(rid)
+        if handle is not None:
+            if any(label_key(label) == label_key(lb) for lb in handle.labels):
+                return
+            handle.labels.append(label)
+            self._replace(handle, relabel(handle.evaluation, handle.labels), out)
+            return
+        if rid in self.seen and rid not in self.pending:
+            self.counters["late_labels"] += 1
+            return
+        pending = self.pending.setdefault(rid, Pending())
+        if all(label_key(label) != label_key(lb) for lb in pending.labels):
+            pending.labels.append(label)
+
+    # -- time --------------------------------------------------------------------------------
+
+    def advance(self, catalog: Catalog, out: list[Evaluated]) -> list[ClosedWindow]:
+        """Time out joins the watermark has passed, evict old handles, close windows."""
+        mark = self.watermark
+        if mark == -math.inf:
+            return []
+        self._time_out(lambda ts: ts <= mark, catalog, out)
+        horizon = self.max_event_ts - self.handle_horizon_s
+        for rid in [r for r, h in self.handles.items() if h.evaluation.ts.timestamp() < horizon]:
+            del self.handles[rid]
+        for rid in [r for r, ts in self.seen.items() if ts < horizon and r not in self.handles]:
+            del self.seen[rid]
+        for rid in [r for r, p in self.pending.items()
+                    if p.request is None and _oldest(p) < horizon]:
+            del self.pending[rid]
+            self.counters["orphans_dropped"] += 1
+        closed: list[ClosedWindow] = []
+        for size, windows in self.windows.items():
+            for window in windows.pop_closed():
+                closed.append(window)
+                self.retained[size][window.start] = window.states
+            kept = self.retained[size]
+            for start in [s for s in kept if s + size < horizon]:
+                del kept[start]
+        return closed
+
+    def take_revised(self) -> list[ClosedWindow]:
+        """Closed windows a label or replica changed since the last call."""
+        out = [ClosedWindow(start, size, self.retained[size][start])
+               for size, start in sorted(self.revised) if start in self.retained[size]]
+        self.revised.clear()
+        return out
+
+    def flush(self, catalog: Catalog, out: list[Evaluated]) -> None:
+        """Idle input: evaluate every request still waiting for a response."""
+        self._time_out(lambda ts: True, catalog, out)
+
+    def open_windows(self) -> list[ClosedWindow]:
+        """Snapshots of the open windows (provisional results; they stay open)."""
+        return [ClosedWindow(start, w.size, states) for w in self.windows.values()
+                for start, states in w.open.items()]
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _time_out(self, due: Callable[[float], bool], catalog: Catalog, out: list[Evaluated]) -> None:
+        ready = [rid for rid, p in self.pending.items()
+                 if p.request is not None and due(p.request.ts.timestamp())]
+        for rid in ready:
+            self._evaluate(rid, catalog, out)
+
+    def _evaluate(self, rid: str, catalog: Catalog, out: list[Evaluated]) -> None:
+        p = self.pending.pop(rid)
+        assert p.request is not None
+        ev = evaluate_request(p.request, p.teacher, p.student, catalog, self.config, p.labels,
+                              p.teacher_replica)
+        self.counters["requests"] += 1
+        slices = slices_of(ev, self.config)
+        contrib = contribution(ev, self.layout, self._sketch)
+        ts = ev.ts.timestamp()
+        late = False
+        for windows in self.windows.values():
+            if not windows.add(ts, slices, contrib):
+                late = True
+        if late:
+            self.counters["late_events"] += 1
+        handle = self.handles[rid] = Handle(ev, list(p.labels), slices, contrib)
+        out.append(Evaluated(ev, handle, p.request, p.teacher, p.student, late))
+
+    def _replace(self, handle: Handle, new: RequestEvaluation, out: list[Evaluated]) -> None:
+        ts = new.ts.timestamp()
+        slices = slices_of(new, self.config)
+        contrib = contribution(new, self.layout, self._sketch)
+        for size, windows in self.windows.items():
+            if not windows.is_late(ts):
+                windows.add(ts, handle.slices, handle.contrib.negated())
+                windows.add(ts, slices, contrib)
+                continue
+            start = window_start(ts, size)
+            states = self.retained[size].get(start)
+            if states is None:
+                continue
+            for key in handle.slices:
+                states.setdefault(key, WindowState.empty(self.layout)).add(handle.contrib.negated())
+            for key in slices:
+                states.setdefault(key, WindowState.empty(self.layout)).add(contrib)
+            self.revised.add((size, start))
+        handle.evaluation, handle.slices, handle.contrib = new, slices, contrib
+        handle.revision += 1
+        out.append(Evaluated(new, handle, None, None, None, False))
+
+
+def _oldest(p: Pending) -> float:
+    times = [r.ts.timestamp() for r in (p.teacher, p.student, p.teacher_replica) if r is not None]
+    times += [lb.ts.timestamp() for lb in p.labels]
+    return min(times, default=math.inf)

@@ -1,0 +1,120 @@
+"""The always-on monitor: evaluator, ClickHouse sink and HTTP API in one process.
+
+With the embedded ClickHouse (one process may own it) this is the only writer; with a
+ClickHouse server, more evaluator instances can run with ``evaluator.sink = false``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from distillwatch.settings import Settings, hash_key
+from evaluators.privacy import Redactor
+from evaluators.window_state import Layout
+from streams.clickhouse import Store, open_store
+from streams.evaluator.engine import EngineOptions, EvaluatorEngine
+from streams.evaluator.outputs import RowBuilder, SamplingPolicy
+from streams.http_api import MonitorCollector, make_handler, serve
+from streams.migrations import migrate
+from streams.sink import Sink
+from streams.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+class Monitor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        config = settings.evaluation.eval_config()
+        ev = settings.evaluator
+        self.kafka_conf = settings.kafka.librdkafka_config()
+        privacy = settings.privacy
+        rows = RowBuilder(config, hash_key(settings),
+                          SamplingPolicy(privacy.payload_share, privacy.forensic_share,
+                                         privacy.example_share),
+                          Redactor(privacy.order_id_pattern))
+        self.engine = EvaluatorEngine(self.kafka_conf, settings.topic, config, rows, EngineOptions(
+            group_id=ev.group_id, instance_id=ev.instance_id,
+            window_sizes=list(settings.evaluation.windows_s), grace_s=settings.evaluation.grace_s,
+            handle_horizon_s=ev.handle_horizon_s, checkpoint_s=ev.checkpoint_s,
+            idle_flush_s=ev.idle_flush_s, batch_size=ev.batch_size,
+        ))
+        self.layout = Layout(config)
+        self.store: Store | None = None
+        self.sink: Sink | None = None
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+        self._engine_thread: threading.Thread | None = None
+        self._started = time.monotonic()
+        self._rate = (time.monotonic(), 0)
+
+    def start(self) -> None:
+        ensure_topics(self.settings)
+        if self.settings.evaluator.sink:
+            self.store = open_store(self.settings.clickhouse_dsn(), self.settings.clickhouse.database,
+                                    owner="distillwatch run",
+                                    lock_timeout_s=self.settings.clickhouse.lock_timeout_s)
+            migrate(self.store)
+            self.sink = Sink(self.kafka_conf, self.settings.topic, self.store, self.lock, self.layout,
+                             f"{self.settings.evaluator.group_id}-sink")
+            self.sink.start()
+        self._engine_thread = threading.Thread(target=self._run_engine, name="evaluator", daemon=True)
+        self._engine_thread.start()
+        registry = CollectorRegistry()
+        registry.register(MonitorCollector(self.metrics_snapshot))
+        handler = make_handler(self.store, self.lock, registry, self.health)
+        self.http = serve(self.settings.http.host, self.settings.http.port, handler)
+
+    def _run_engine(self) -> None:
+        try:
+            self.engine.run()
+        except BaseException as exc:
+            self.error = exc
+            log.exception("evaluator stopped")
+
+    def health(self) -> tuple[bool, str]:
+        if self.error is not None:
+            return False, f"evaluator failed: {self.error}"
+        if self.sink is not None and self.sink.error is not None:
+            return False, f"sink failed: {self.sink.error}"
+        return True, "ok"
+
+    def failed(self) -> BaseException | None:
+        return self.error or (self.sink.error if self.sink is not None else None)
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        stats = self.engine.stats
+        then, records = self._rate
+        now = time.monotonic()
+        rate = (stats.records - records) / (now - then) if now > then else 0.0
+        self._rate = (now, stats.records)
+        return {
+            "records": stats.records, "dead_letters": stats.dead_letters,
+            "checkpoints": stats.checkpoints, "open_windows": stats.open_windows,
+            "events_per_second": rate, "lag": dict(stats.lag), "counters": dict(stats.counters),
+            "sink_batch_latency_s": self.sink.stats.batch_latency_s if self.sink else 0.0,
+        }
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Graceful: the evaluator commits its last transaction, the sink its last batch."""
+        self.engine.stop()
+        if self._engine_thread is not None:
+            self._engine_thread.join(timeout_s)
+        if self.sink is not None:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and self.sink_behind():
+                time.sleep(0.2)
+            self.sink.stop()
+            self.sink.join(timeout_s)
+        self.http.shutdown()
+        if self.store is not None:
+            self.store.close()
+
+    def sink_behind(self) -> bool:
+        """Whether the sink has not yet written what the evaluator last committed (best effort)."""
+        return self.sink is not None and self.sink.stats.last_batch_s < self.engine.stats.last_checkpoint_s

@@ -1,0 +1,147 @@
+"""Kafka → ClickHouse: the evaluator's rows and window partials, each insert idempotent.
+
+Reads ``distill.rows`` and ``distill.partials`` (read_committed: only what an evaluator
+transaction committed). Every message becomes one insert whose deduplication token is its
+Kafka coordinates, so a message delivered again after a crash is stored once; consumer
+offsets are committed only after the inserts of a batch returned. Partials are merged
+across partitions into ``window_metrics`` here, from what ``window_partials`` holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from evaluators.readout import window_rows
+from evaluators.window_state import Layout, WindowState
+from streams import topics
+from streams.clickhouse import Store
+from streams.evaluator.outputs import json_each_row
+
+log = logging.getLogger(__name__)
+
+INSERT_SETTINGS = {"input_format_skip_unknown_fields": 1, "date_time_input_format": "best_effort"}
+
+
+@dataclass
+class SinkStats:
+    messages: int = 0
+    rows_inserted: int = 0
+    windows_merged: int = 0
+    batches: int = 0
+    last_batch_s: float = 0.0
+    batch_latency_s: float = 0.0
+
+
+class Sink(threading.Thread):
+    def __init__(self, kafka_conf: dict[str, Any], topic: Callable[[str], str], store: Store,
+                 store_lock: threading.Lock, layout: Layout, group_id: str) -> None:
+        super().__init__(name="clickhouse-sink", daemon=True)
+        self.kafka_conf = kafka_conf
+        self.topic = topic
+        self.store = store
+        self.lock = store_lock
+        self.layout = layout
+        self.group_id = group_id
+        self.stats = SinkStats()
+        self.error: BaseException | None = None
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # surfaced by the monitor, which exits non-zero
+            self.error = exc
+            log.exception("sink stopped")
+
+    def _run(self) -> None:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer(self.kafka_conf | {
+            "group.id": self.group_id, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+            "session.timeout.ms": 10000,
+        })
+        consumer.subscribe([self.topic(topics.ROWS), self.topic(topics.PARTIALS)])
+        try:
+            while not self._halt.is_set():
+                msgs = [m for m in consumer.consume(2000, 0.2) if m.error() is None]
+                if msgs:
+                    started = time.monotonic()
+                    self.write(msgs)
+                    consumer.commit(asynchronous=False)
+                    self.stats.batches += 1
+                    self.stats.batch_latency_s = time.monotonic() - started
+                    self.stats.last_batch_s = time.time()
+        finally:
+            consumer.close()
+
+    def write(self, msgs: list[Any]) -> None:
+        windows: set[tuple[int, int]] = set()
+        partial_rows: list[tuple[str, list[dict[str, Any]]]] = []
+        for msg in msgs:
+            self.stats.messages += 1
+            token = f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
+            if msg.topic() == self.topic(topics.ROWS):
+                table = dict(msg.headers() or []).get("table", msg.key() or b"").decode()
+                self._insert(table, msg.value(), token)
+            else:
+                partial = orjson.loads(msg.value())
+                windows.add((partial["window_s"], partial["window_start"]))
+                partial_rows.append((token, [
+                    {"window_s": partial["window_s"], "window_start": partial["window_start"],
+                     "slice": key, "part": partial["part"], "version": partial["version"],
+                     "state": orjson.dumps(state).decode()}
+                    for key, state in partial["states"].items()
+                ]))
+        for token, rows in partial_rows:
+            self._insert("window_partials", json_each_row(rows), token)
+        for size, start in sorted(windows):
+            self._merge_window(size, start)
+
+    def _insert(self, table: str, body: bytes, token: str) -> None:
+        with self.lock:
+            self.store.client.raw_insert(
+                f"{self.store.database}.{table}", None, body, fmt="JSONEachRow",
+                settings=INSERT_SETTINGS | {"insert_deduplication_token": token},
+            )
+        self.stats.rows_inserted += body.count(b"\n")
+
+    def _merge_window(self, size: int, start: int) -> None:
+        """window_metrics of one window from every partition's latest partial."""
+        with self.lock:
+            result = self.store.query(
+                f"SELECT slice, part, state, version FROM {self.store.database}.window_partials "
+                "FINAL WHERE window_s = {s:UInt32} AND window_start = toDateTime({w:Int64}, 'UTC')",
+                parameters={"s": size, "w": start},
+            )
+        merged: dict[str, WindowState] = {}
+        part_versions: dict[str, int] = {}
+        for slice_key, part, state_json, part_version in result.result_rows:
+            state = WindowState.from_dict(orjson.loads(state_json), self.layout)
+            if slice_key in merged:
+                merged[slice_key].merge(state)
+            else:
+                merged[slice_key] = state
+            part_versions[part] = max(part_versions.get(part, 0), int(part_version))
+        # Each partition's partial versions only grow, so their sum grows with any of them.
+        version = sum(part_versions.values())
+        rows = [
+            {"window_start": r.window_start, "window_end": r.window_end, "window_s": r.window_s,
+             "slice": r.slice, "metric": r.metric, "value": r.value, "numerator": r.numerator,
+             "denominator": r.denominator, "support": r.support, "ci_low": r.ci_low,
+             "ci_high": r.ci_high, "version": version}
+            for r in window_rows(start, size, merged, self.layout)
+        ]
+        if rows:
+            self._insert("window_metrics", json_each_row(rows), f"wm:{size}:{start}:{version}")
+        self.stats.windows_merged += 1
