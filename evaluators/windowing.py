@@ -109,3 +109,12 @@ class TumblingWindows:
     def _close(self, start: int) -> ClosedWindow:
         self._fold(start)
         return ClosedWindow(start, self.size, self._states.pop(start))
+
+    def restore(self, max_event_ts: float, late_events: int,
+                states: dict[int, dict[str, WindowState]]) -> None:
+        """Reinstate a snapshot (see ``open``, ``max_event_ts``, ``late_events``)."""
+        self.max_event_ts = max_event_ts
+        self.late_events = late_events
+        self._states = states
+        self._pending = {}
+        self._earliest = min(states, default=math.inf)
