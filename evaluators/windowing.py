@@ -80,15 +80,30 @@ class TumblingWindows:
         start = window_start(ts, self.size)
         if start < self._earliest:
             self._earliest = start
+        self._append(start, slices, contrib)
+        if ts > self.max_event_ts:
+            self.max_event_ts = ts
+        return True
+
+    def revise(self, ts: float, slices: Sequence[str], contrib: Contribution) -> bool:
+        """Add to the window of ``ts`` if it is still held (not yet popped), late or not.
+
+        A label changes a request already counted: its correction belongs in the window even
+        when the watermark has passed the window's end, as long as the window is not emitted.
+        """
+        start = window_start(ts, self.size)
+        if start not in self._states and start not in self._pending:
+            return False
+        self._append(start, slices, contrib)
+        return True
+
+    def _append(self, start: int, slices: Sequence[str], contrib: Contribution) -> None:
         batch = self._pending.get(start)
         if batch is None:
             batch = self._pending[start] = Batch(FOLD_EVERY, self.layout)
         batch.append(slices, contrib)
         if batch.full:
             self._fold(start)
-        if ts > self.max_event_ts:
-            self.max_event_ts = ts
-        return True
 
     def pop_closed(self) -> list[ClosedWindow]:
         """Windows the watermark has passed, oldest first; they leave the open set."""

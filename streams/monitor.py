@@ -96,6 +96,7 @@ class Monitor:
         return {
             "records": stats.records, "dead_letters": stats.dead_letters,
             "checkpoints": stats.checkpoints, "open_windows": stats.open_windows,
+            "idle": int(stats.idle),
             "events_per_second": rate, "lag": dict(stats.lag), "counters": dict(stats.counters),
             "sink_batch_latency_s": self.sink.stats.batch_latency_s if self.sink else 0.0,
         }
@@ -117,4 +118,4 @@ class Monitor:
 
     def sink_behind(self) -> bool:
         """Whether the sink has not yet written what the evaluator last committed (best effort)."""
-        return self.sink is not None and self.sink.stats.last_batch_s < self.engine.stats.last_checkpoint_s
+        return self.sink is not None and self.sink.stats.caught_up_s < self.engine.stats.last_checkpoint_s

@@ -37,6 +37,8 @@ class SinkStats:
     batches: int = 0
     last_batch_s: float = 0.0
     batch_latency_s: float = 0.0
+    caught_up_s: float = 0.0
+    """When a poll last found nothing new: everything committed before then is written."""
 
 
 class Sink(threading.Thread):
@@ -74,7 +76,10 @@ class Sink(threading.Thread):
         consumer.subscribe([self.topic(topics.ROWS), self.topic(topics.PARTIALS)])
         try:
             while not self._halt.is_set():
+                polled_at = time.time()
                 msgs = [m for m in consumer.consume(2000, 0.2) if m.error() is None]
+                if not msgs:
+                    self.stats.caught_up_s = polled_at
                 if msgs:
                     started = time.monotonic()
                     self.write(msgs)

@@ -64,6 +64,8 @@ class EngineStats:
     catalog_waits: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    idle: bool = False
+    """No input since the last idle flush, and that flush is committed."""
 
 
 class EvaluatorEngine:
@@ -148,7 +150,7 @@ class EvaluatorEngine:
         consumer.subscribe([self.topic(name) for name in INPUT_KINDS],
                            on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_commit = last_input = time.monotonic()
-        idle_flushed = True
+        idle_flushed = False  # flush once after start: restored state may hold unflushed windows
         try:
             while not self._stop.is_set():
                 msgs = consumer.consume(self.opts.batch_size, 0.2)
@@ -157,6 +159,7 @@ class EvaluatorEngine:
                     self._process(msgs)
                     last_input = time.monotonic()
                     idle_flushed = False
+                    self.stats.idle = False
                 now = time.monotonic()
                 if not idle_flushed and now - last_input >= self.opts.idle_flush_s:
                     self._begin()
@@ -165,6 +168,7 @@ class EvaluatorEngine:
                 if self._in_txn and (now - last_commit >= self.opts.checkpoint_s or idle_flushed):
                     self._commit(consumer)
                     last_commit = now
+                    self.stats.idle = idle_flushed
             if self._in_txn:
                 self._commit(consumer)
         finally:
@@ -228,6 +232,8 @@ class EvaluatorEngine:
             self.stats.catalog_waits += 1
 
     def _idle_flush(self) -> None:
+        log.info("input idle: evaluating waiting requests, emitting open windows of %d partitions",
+                 len(self.states))
         for p, state in self.states.items():
             out: list[Evaluated] = []
             state.flush(self.catalog.catalog, out)

@@ -237,9 +237,8 @@ class PartitionState:
         slices = slices_of(new, self.config)
         contrib = contribution(new, self.layout, self._sketch)
         for size, windows in self.windows.items():
-            if not windows.is_late(ts):
-                windows.add(ts, handle.slices, handle.contrib.negated())
-                windows.add(ts, slices, contrib)
+            if windows.revise(ts, handle.slices, handle.contrib.negated()):
+                windows.revise(ts, slices, contrib)
                 continue
             start = window_start(ts, size)
             states = self.retained[size].get(start)
