@@ -55,10 +55,11 @@ def _opt_bool(value: bool | None) -> int | None:
 
 def to_record(ev: RequestEvaluation) -> dict[str, Any]:
     """Every field of the evaluation, JSON-friendly (timestamps as epoch seconds)."""
+    offset = ev.ts.utcoffset()
     rec: dict[str, Any] = {
         "request_id": ev.request_id,
         "ts": ev.ts.timestamp(),
-        "tz_offset_s": ev.ts.utcoffset().total_seconds() if ev.ts.utcoffset() else 0.0,
+        "tz_offset_s": offset.total_seconds() if offset is not None else 0.0,
         "slice": dict(ev.slice),
         "multi_intent": int(ev.multi_intent),
         "reference_intent": ev.reference_intent or "",

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
+from pydantic import BaseModel
 
 from schemas.messages import PROB_SUM_TOLERANCE
 from schemas.replay import validate_line
@@ -210,7 +211,9 @@ def parse_message(kind: str, raw: bytes) -> Any:
         msg = None
     if msg is not None and _message_ok(kind, msg):
         return msg
-    model = {"request": messages.ShadowRequest, "response": messages.ModelResponse,
-             "catalog": messages.CatalogRecord, "label": messages.Label}[kind]
-    valid = parse(model, raw)
+    models: dict[str, type[BaseModel]] = {
+        "request": messages.ShadowRequest, "response": messages.ModelResponse,
+        "catalog": messages.CatalogRecord, "label": messages.Label,
+    }
+    valid = parse(models[kind], raw)
     return msgspec.convert(valid.model_dump(mode="json", exclude_none=True), _MESSAGE_TYPES[kind])
