@@ -11,7 +11,7 @@ dw() { "$venv/bin/python" -m distillwatch "$@"; }
 out="${DISTILLWATCH_DATA_DIR:-.distillwatch}/demo"
 mkdir -p "$out"
 
-dw kafka start
+dw kafka start --reuse-existing
 dw init
 dw simulate --scenario regression --minutes 10 --rate 50 --seed 7 --out "$out/replay.jsonl"
 dw evaluate "$out/replay.jsonl" --format json > "$out/metrics.jsonl"

@@ -184,3 +184,21 @@ class World:
     def lines(self) -> Iterator[dict[str, Any]]:
         yield from self.catalog_lines()
         yield from self.request_lines()
+
+
+HEALTHY_INTENTS = {
+    "faq": 0.32, "recommendation": 0.27, "order_tracking": 0.19, "returns": 0.13,
+    "payment_dispute": 0.03, "safety_escalation": 0.025, "legal_complaint": 0.01,
+    "account_lockout": 0.015, "refund_fraud": 0.01,
+}
+"""A mix whose high-risk share (9 %) keeps the always-to-teacher routing under the plan."""
+
+
+def healthy(pairs: int, rate_per_s: float, regressions: list[Regression] | None = None) -> TrafficConfig:
+    """A student that is safe to serve: every default rule stays quiet on every slice."""
+    return TrafficConfig(
+        pairs=pairs, rate_per_s=rate_per_s, teacher_accuracy=0.99, student_accuracy=0.98,
+        student_confidence=0.97, teacher_fact_error=0.005, student_fact_error=0.003,
+        copy_teacher_error=0.1, missing_response=0.002, reference_share=1.0,
+        intent_shares=dict(HEALTHY_INTENTS), regressions=list(regressions or []),
+    )

@@ -214,12 +214,20 @@ class LocalKafka:
         if proc.returncode != 0:
             raise KafkaSetupError(f"formatting KRaft storage failed: {proc.stderr.strip()[-400:]}")
 
-    def start(self, log: Callable[[str], None] = print) -> int:
-        """Start the broker (no-op if ours is running); return its pid once it serves."""
+    def start(self, log: Callable[[str], None] = print, reuse_existing: bool = False) -> int | None:
+        """Start the broker (no-op if ours is running); return its pid once it serves.
+
+        With ``reuse_existing``, a broker that another process runs at the address is used
+        (returns None) instead of being an error.
+        """
         pid = self.pid()
         if pid is not None and self.ready(timeout_s=5):
             log(f"Kafka already running at {self.bootstrap} (pid {pid})")
             return pid
+        if pid is None and reuse_existing and _port_open(self.settings.host, self.settings.port):
+            if self.ready(timeout_s=10):
+                log(f"using the Kafka broker that already serves at {self.bootstrap}")
+                return None
         if pid is None and _port_open(self.settings.host, self.settings.port):
             raise KafkaSetupError(
                 f"port {self.bootstrap} is taken by another process; stop it or set "

@@ -26,11 +26,16 @@ def fetch(ctx: typer.Context) -> None:
 
 
 @app.command()
-def start(ctx: typer.Context) -> None:
+def start(
+    ctx: typer.Context,
+    reuse_existing: bool = typer.Option(
+        False, "--reuse-existing", help="Use a broker another process already serves at the address."),
+) -> None:
     """Start the broker and wait until a produce and a consume succeed."""
     broker = _broker(ctx)
-    pid = broker.start(log=console.print)
-    console.print(f"Kafka up at {broker.bootstrap} (pid {pid}); log: {broker.paths.log_file}")
+    pid = broker.start(log=console.print, reuse_existing=reuse_existing)
+    if pid is not None:
+        console.print(f"Kafka up at {broker.bootstrap} (pid {pid}); log: {broker.paths.log_file}")
 
 
 @app.command()

@@ -9,7 +9,7 @@ import orjson
 import typer
 
 from distillwatch.cli.context import console_err
-from simulator.traffic import Regression, TrafficConfig, World
+from simulator.traffic import Regression, World, healthy
 
 
 class Scenario(str, Enum):
@@ -26,9 +26,10 @@ def simulate(
 ) -> None:
     """Generate mirrored traffic with teacher and student answers, labels and a catalog."""
     pairs = int(minutes * 60 * rate)
-    config = TrafficConfig(pairs=pairs, rate_per_s=rate)
-    if scenario is Scenario.regression:
-        config.regressions.append(Regression(slice="region=br", onset_s=minutes * 30, accuracy=0.5))
+    config = healthy(pairs, rate)
+    if scenario is Scenario.regression:  # from half-time, the student fails in one region
+        config.regressions.append(
+            Regression(slice="region=br", onset_s=minutes * 30, accuracy=0.6, confidence=0.95))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "wb") as handle:
         for line in World(config, seed).lines():
