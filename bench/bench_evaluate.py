@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import orjson
+from threadpoolctl import threadpool_limits
 
 from evaluators.config import EvalConfig
 from evaluators.offline import LogSummary, evaluate_log
@@ -37,6 +38,7 @@ def make_log(path: Path, pairs: int, seed: int = 1) -> Path:
 
 def run(log: Path, window_s: int) -> dict[str, float]:
     summary = LogSummary()
+    threadpool_limits(1)  # "on one core": BLAS threads off, as the evaluate command does
     started = time.perf_counter()
     cpu0 = time.process_time()
     rows = sum(1 for _ in evaluate_log(lambda: open(log, "rb"), EvalConfig(), window_s, 120, summary))

@@ -115,10 +115,12 @@ class EvaluatorSettings(_Section):
     group_id: str = "distillwatch-evaluator"
     instance_id: str = Field(default="evaluator-1", description="unique per running instance; "
                              "a restarted instance must keep its id (it fences its predecessor)")
-    checkpoint_s: float = Field(default=2.0, gt=0)
+    checkpoint_s: float = Field(default=5.0, gt=0, description="how often state and offsets commit")
     idle_flush_s: float = Field(default=3.0, gt=0)
-    handle_horizon_s: float = Field(default=300.0, ge=0,
+    handle_horizon_s: float = Field(default=120.0, ge=0,
                                     description="event time a label may come after its request")
+    max_handles: int = Field(default=20_000, ge=0,
+                             description="recent requests kept open to labels, per partition")
     batch_size: int = Field(default=5000, ge=1)
     sink: bool = Field(default=True, description="run the ClickHouse sink in this process")
 

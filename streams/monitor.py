@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from threadpoolctl import threadpool_limits
 
 from distillwatch.settings import Settings, hash_key
 from evaluators.privacy import Redactor
@@ -41,7 +42,8 @@ class Monitor:
         self.engine = EvaluatorEngine(self.kafka_conf, settings.topic, config, rows, EngineOptions(
             group_id=ev.group_id, instance_id=ev.instance_id,
             window_sizes=list(settings.evaluation.windows_s), grace_s=settings.evaluation.grace_s,
-            handle_horizon_s=ev.handle_horizon_s, checkpoint_s=ev.checkpoint_s,
+            handle_horizon_s=ev.handle_horizon_s, max_handles=ev.max_handles,
+            checkpoint_s=ev.checkpoint_s,
             idle_flush_s=ev.idle_flush_s, batch_size=ev.batch_size,
         ))
         self.layout = Layout(config)
@@ -54,6 +56,7 @@ class Monitor:
         self._rate = (time.monotonic(), 0)
 
     def start(self) -> None:
+        threadpool_limits(1)  # BLAS threads would contend with the evaluator, sink and broker
         ensure_topics(self.settings)
         if self.settings.evaluator.sink:
             self.store = open_store(self.settings.clickhouse_dsn(), self.settings.clickhouse.database,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 import typer
+from threadpoolctl import threadpool_limits
 
 from distillwatch.cli.context import console_err, fail, settings_of
 from evaluators.offline import LogSummary, evaluate_log
@@ -110,6 +111,8 @@ def evaluate(
 
         judge = offline_judge(rules_file, config)
     out = sys.stdout.buffer
+    # One core: the per-window matrix products are small, and BLAS threads only contend.
+    limits = threadpool_limits(1)
     for row in rows:
         if judge is not None:
             judge.observe(row)
@@ -120,6 +123,7 @@ def evaluate(
         else:
             out.write(row_text(row).encode() + b"\n")
     out.flush()
+    limits.restore_original_limits()
     if judge is not None:
         judge.finish()
     report_summary(summary)

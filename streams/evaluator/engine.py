@@ -44,8 +44,9 @@ class EngineOptions:
     instance_id: str = "evaluator-1"
     window_sizes: list[int] = field(default_factory=lambda: [60, 3600])
     grace_s: float = 120.0
-    handle_horizon_s: float = 300.0
-    checkpoint_s: float = 2.0
+    handle_horizon_s: float = 120.0
+    max_handles: int = 20_000
+    checkpoint_s: float = 5.0
     idle_flush_s: float = 3.0
     batch_size: int = 5000
     catalog_wait_s: float = 5.0
@@ -96,7 +97,7 @@ class EvaluatorEngine:
 
     def _new_state(self) -> PartitionState:
         return PartitionState(self.config, self.layout, self.opts.window_sizes,
-                              self.opts.grace_s, self.opts.handle_horizon_s)
+                              self.opts.grace_s, self.opts.handle_horizon_s, self.opts.max_handles)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         from confluent_kafka import OFFSET_STORED

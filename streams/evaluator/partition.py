@@ -58,6 +58,8 @@ class Handle:
     revision: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     """Set by the caller at first evaluation (prompt hash, Kafka offset), kept for re-emits."""
+    packed: bytes | None = None
+    """The handle as snapshot bytes, cached between checkpoints (None: changed since)."""
 
 
 @dataclass
@@ -83,11 +85,13 @@ class PartitionState:
     """Join buffer, windows and recent evaluations of one partition."""
 
     def __init__(self, config: EvalConfig, layout: Layout, window_sizes: list[int],
-                 grace_s: float, handle_horizon_s: float) -> None:
+                 grace_s: float, handle_horizon_s: float, max_handles: int = 20_000) -> None:
         self.config = config
         self.layout = layout
         self.grace_s = grace_s
         self.handle_horizon_s = handle_horizon_s
+        self.max_handles = max_handles
+        self._advances = 0
         self.windows = {size: TumblingWindows(size, grace_s, layout) for size in window_sizes}
         self.pending: dict[str, Pending] = {}
         self.handles: dict[str, Handle] = {}
@@ -154,6 +158,7 @@ class PartitionState:
             if any(label_key(label) == label_key(lb) for lb in handle.labels):
                 return
             handle.labels.append(label)
+            handle.packed = None
             self._replace(handle, relabel(handle.evaluation, handle.labels), out)
             return
         if rid in self.seen and rid not in self.pending:
@@ -172,14 +177,26 @@ class PartitionState:
             return []
         self._time_out(lambda ts: ts <= mark, catalog, out)
         horizon = self.max_event_ts - self.handle_horizon_s
-        for rid in [r for r, h in self.handles.items() if h.evaluation.ts.timestamp() < horizon]:
-            del self.handles[rid]
-        for rid in [r for r, ts in self.seen.items() if ts < horizon and r not in self.handles]:
-            del self.seen[rid]
-        for rid in [r for r, p in self.pending.items()
-                    if p.request is None and _oldest(p) < horizon]:
-            del self.pending[rid]
-            self.counters["orphans_dropped"] += 1
+        # Oldest first (dicts keep insertion order, which follows event time closely): the cost
+        # is what is evicted, not what is kept.
+        handles = self.handles
+        while handles:
+            rid = next(iter(handles))
+            if handles[rid].evaluation.ts.timestamp() >= horizon and len(handles) <= self.max_handles:
+                break
+            del handles[rid]
+        seen = self.seen
+        while seen:
+            rid = next(iter(seen))
+            if seen[rid] >= horizon and len(seen) <= 2 * self.max_handles:
+                break
+            del seen[rid]
+        self._advances += 1
+        if self._advances % 64 == 0:  # requests that never came: rare, so scanned rarely
+            for rid in [r for r, p in self.pending.items()
+                        if p.request is None and _oldest(p) < horizon]:
+                del self.pending[rid]
+                self.counters["orphans_dropped"] += 1
         closed: list[ClosedWindow] = []
         for size, windows in self.windows.items():
             for window in windows.pop_closed():
@@ -251,6 +268,7 @@ class PartitionState:
             self.revised.add((size, start))
         handle.evaluation, handle.slices, handle.contrib = new, slices, contrib
         handle.revision += 1
+        handle.packed = None
         out.append(Evaluated(new, handle, None, None, None, False))
 
 

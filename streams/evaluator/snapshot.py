@@ -44,13 +44,21 @@ class WindowsSnap(msgspec.Struct):
 class PartitionSnap(msgspec.Struct):
     offsets: dict[str, int]
     pending: dict[str, PendingSnap]
-    handles: dict[str, HandleSnap]
+    handles: dict[str, msgspec.Raw]
+    """Each a packed HandleSnap, cached on the handle between checkpoints."""
     seen: dict[str, float]
     windows: list[WindowsSnap]
     counters: dict[str, int]
 
 
 _decoder = msgspec.msgpack.Decoder(PartitionSnap)
+_handle_decoder = msgspec.msgpack.Decoder(HandleSnap)
+
+
+def _packed(h: Handle) -> msgspec.Raw:
+    if h.packed is None:
+        h.packed = msgspec.msgpack.encode(HandleSnap(to_record(h.evaluation), h.labels, h.revision, h.meta))
+    return msgspec.Raw(h.packed)
 
 
 def dump(state: PartitionState, offsets: dict[str, int]) -> bytes:
@@ -58,8 +66,7 @@ def dump(state: PartitionState, offsets: dict[str, int]) -> bytes:
         offsets=dict(offsets),
         pending={rid: PendingSnap(p.request, p.teacher, p.student, p.teacher_replica, p.labels)
                  for rid, p in state.pending.items()},
-        handles={rid: HandleSnap(to_record(h.evaluation), h.labels, h.revision, h.meta)
-                 for rid, h in state.handles.items()},
+        handles={rid: _packed(h) for rid, h in state.handles.items()},
         seen=dict(state.seen),
         windows=[
             WindowsSnap(size, w.max_event_ts, w.late_events, _dump_windows(w.open),
@@ -68,7 +75,7 @@ def dump(state: PartitionState, offsets: dict[str, int]) -> bytes:
         ],
         counters=dict(state.counters),
     )
-    return zlib.compress(msgspec.msgpack.encode(snap), 3)
+    return zlib.compress(msgspec.msgpack.encode(snap), 1)
 
 
 def load(blob: bytes, state: PartitionState) -> dict[str, int]:
@@ -78,11 +85,12 @@ def load(blob: bytes, state: PartitionState) -> dict[str, int]:
     state.pending = {rid: Pending(p.request, p.teacher, p.student, p.teacher_replica, list(p.labels))
                      for rid, p in snap.pending.items()}
     state.handles = {}
-    for rid, h in snap.handles.items():
+    for rid, raw in snap.handles.items():
+        h = _handle_decoder.decode(raw)
         ev = from_record(h.record)
         state.handles[rid] = Handle(ev, list(h.labels), slices_of(ev, config),
                                     contribution(ev, layout, state._sketch), h.revision,
-                                    dict(h.meta))
+                                    dict(h.meta), bytes(raw))
     state.seen = dict(snap.seen)
     for w in snap.windows:
         windows = state.windows.get(w.size)
