@@ -117,8 +117,10 @@ class EvaluatorSettings(_Section):
                              "a restarted instance must keep its id (it fences its predecessor)")
     checkpoint_s: float = Field(default=5.0, gt=0, description="how often state and offsets commit")
     idle_flush_s: float = Field(default=3.0, gt=0)
-    handle_horizon_s: float = Field(default=120.0, ge=0,
-                                    description="event time a label may come after its request")
+    handle_horizon_s: float = Field(
+        default=1800.0, ge=0,
+        description="event time after which a request no longer takes labels (within max_handles); "
+                    "it also covers the consumer reading the labels topic behind the requests topic")
     max_handles: int = Field(default=20_000, ge=0,
                              description="recent requests kept open to labels, per partition")
     batch_size: int = Field(default=5000, ge=1)

@@ -40,6 +40,8 @@ class MonitorCollector:
         yield CounterMetricFamily("distillwatch_checkpoints", "Committed evaluator transactions",
                                   value=s["checkpoints"])
         yield GaugeMetricFamily("distillwatch_open_windows", "Open windows", value=s["open_windows"])
+        yield GaugeMetricFamily("distillwatch_assigned_partitions", "Input partitions this instance owns",
+                                value=s["partitions"])
         yield GaugeMetricFamily("distillwatch_idle", "1 when all input so far is evaluated and committed",
                                 value=s["idle"])
         yield GaugeMetricFamily("distillwatch_events_per_second", "Input records per second",

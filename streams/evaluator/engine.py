@@ -44,7 +44,7 @@ class EngineOptions:
     instance_id: str = "evaluator-1"
     window_sizes: list[int] = field(default_factory=lambda: [60, 3600])
     grace_s: float = 120.0
-    handle_horizon_s: float = 120.0
+    handle_horizon_s: float = 1800.0
     max_handles: int = 20_000
     checkpoint_s: float = 5.0
     idle_flush_s: float = 3.0

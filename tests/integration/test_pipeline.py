@@ -6,6 +6,7 @@ Real broker, real embedded ClickHouse, the monitor as its own process (``distill
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 import signal
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.pipeline_support import (
-    Cluster, assert_metrics_equal, make_log, stored, wait_until_quiet,
+    Cluster, assert_metrics_equal, make_log, metric, stored, wait_until_quiet,
 )
 
 pytestmark = pytest.mark.integration
@@ -26,6 +27,18 @@ def cluster(tmp_path: Path, kafka_bootstrap: str) -> Cluster:
     assert init.returncode == 0, init.stderr
     yield c
     c.stop_all()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting until {what}")
 
 
 def replay(cluster: Cluster, log: Path) -> None:
@@ -80,12 +93,13 @@ def test_two_instances_share_partitions_and_one_leaving_loses_nothing(cluster: C
     log = tmp_path / "replay.jsonl"
     make_log(log, 20_000, seed=3)
     _, port = cluster.start_monitor("--instance-id", "evaluator-a")
-    second, _ = cluster.start_monitor("--no-sink", "--instance-id", "evaluator-b", name="second")
-    time.sleep(8)  # both joined the group
+    second, port_b = cluster.start_monitor("--no-sink", "--instance-id", "evaluator-b", name="second")
+    wait_for(lambda: metric(port, "distillwatch_assigned_partitions") == 3.0
+             and metric(port_b, "distillwatch_assigned_partitions") == 3.0, "both instances share")
     replay(cluster, log)
-    time.sleep(3)
+    wait_for(lambda: (metric(port_b, "distillwatch_records_total") or 0) > 1000, "the second works")
     second.send_signal(signal.SIGTERM)
-    assert second.wait(60) == 0
+    assert second.wait(60) == 0, (tmp_path / "second-1.log").read_text()[-2000:]
     wait_until_quiet(port, 20_000)
     cluster.stop_all()
     data = tmp_path / "data"
