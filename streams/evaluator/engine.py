@@ -66,7 +66,7 @@ class EngineStats:
     counters: dict[str, int] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     idle: bool = False
-    """No input since the last idle flush, and that flush is committed."""
+    """Partitions are assigned, no input came since the last idle flush, and it is committed."""
 
 
 class EvaluatorEngine:
@@ -88,6 +88,7 @@ class EvaluatorEngine:
         self._names = {topic(name): name for name in INPUT_KINDS}
         self._stop = threading.Event()
         self._in_txn = False
+        self._assigned = False
         self._dirty: set[int] = set()
 
     def stop(self) -> None:
@@ -116,6 +117,7 @@ class EvaluatorEngine:
             tp.offset = self.offsets.get(tp.partition, {}).get(name or "", OFFSET_STORED)
         consumer.assign(partitions)
         self.stats.partitions = sorted(self.states)
+        self._assigned = True
         log.info("assigned partitions %s (restored %s)", numbers, sorted(set(numbers) & set(saved)))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
@@ -155,6 +157,9 @@ class EvaluatorEngine:
         try:
             while not self._stop.is_set():
                 msgs = consumer.consume(self.opts.batch_size, 0.2)
+                if self._assigned:  # new (possibly restored) partitions: flush them once idle
+                    self._assigned = idle_flushed = False
+                    self.stats.idle = False
                 if msgs:
                     self._begin()
                     self._process(msgs)
@@ -169,7 +174,7 @@ class EvaluatorEngine:
                 if self._in_txn and (now - last_commit >= self.opts.checkpoint_s or idle_flushed):
                     self._commit(consumer)
                     last_commit = now
-                    self.stats.idle = idle_flushed
+                    self.stats.idle = idle_flushed and bool(self.states)
             if self._in_txn:
                 self._commit(consumer)
         finally:
