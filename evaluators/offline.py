@@ -60,6 +60,13 @@ class LogSummary:
             self.reasons.append((line_no, str(error)))
 
 
+def label_key(label: Label) -> tuple[object, ...]:
+    """Identity of a label: identical labels collapse to one (extra fields aside)."""
+    correct = label.answer_correct
+    return (label.ts, label.source, label.intent, label.preferred, label.reviewer_id,
+            None if correct is None else (correct.teacher, correct.student))
+
+
 class LabelBook:
     """Labels by request id, identical labels collapsed."""
 
@@ -68,11 +75,7 @@ class LabelBook:
 
     def add(self, label: Label) -> bool:
         """False when an identical label was already recorded."""
-        correct = label.answer_correct
-        key = (
-            label.ts, label.source, label.intent, label.preferred, label.reviewer_id,
-            None if correct is None else (correct.teacher, correct.student),
-        )
+        key = label_key(label)
         bucket = self._by_request[label.request_id]
         if key in bucket:
             return False

@@ -22,6 +22,7 @@ from typing import Any
 
 from evaluators.catalog import Catalog
 from evaluators.config import EvalConfig
+from evaluators.offline import label_key
 from evaluators.request import RequestEvaluation, evaluate_request, relabel, view_of
 from evaluators.sketch import QuantileSketch
 from evaluators.slicing import slices_of
@@ -73,12 +74,6 @@ class Evaluated:
     teacher: ModelResponse | None
     student: ModelResponse | None
     late: bool
-
-
-def label_key(label: Label) -> tuple[object, ...]:
-    correct = label.answer_correct
-    return (label.ts, label.source, label.intent, label.preferred, label.reviewer_id,
-            None if correct is None else (correct.teacher, correct.student))
 
 
 class PartitionState:
