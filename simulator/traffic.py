@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.labelsets import MANGAASSIST_HIGH_RISK, MANGAASSIST_INTENTS
+from schemas.labelsets import MANGAASSIST_INTENTS
 
 INTENT_SHARES = {
     "faq": 0.30, "recommendation": 0.25, "order_tracking": 0.18, "returns": 0.12,

@@ -26,7 +26,7 @@ from evaluators.offline import label_key
 from evaluators.request import RequestEvaluation, evaluate_request, relabel, view_of
 from evaluators.sketch import QuantileSketch
 from evaluators.slicing import slices_of
-from evaluators.window_state import Contribution, Layout, WindowState, contribution
+from evaluators.window_state import Layout, WindowState, contribution
 from evaluators.windowing import ClosedWindow, TumblingWindows, window_start
 from schemas.fastpath import Label, ModelResponse, ShadowRequest
 
@@ -54,8 +54,6 @@ class Handle:
 
     evaluation: RequestEvaluation
     labels: list[Label]
-    slices: list[str]
-    contrib: Contribution
     revision: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     """Set by the caller at first evaluation (prompt hash, Kafka offset), kept for re-emits."""
@@ -241,27 +239,30 @@ class PartitionState:
                 late = True
         if late:
             self.counters["late_events"] += 1
-        handle = self.handles[rid] = Handle(ev, list(p.labels), slices, contrib)
+        # Slices and counters are not kept: a label (rare) recomputes them from the evaluation.
+        handle = self.handles[rid] = Handle(ev, list(p.labels))
         out.append(Evaluated(ev, handle, p.request, p.teacher, p.student, late))
 
     def _replace(self, handle: Handle, new: RequestEvaluation, out: list[Evaluated]) -> None:
         ts = new.ts.timestamp()
+        old_slices = slices_of(handle.evaluation, self.config)
+        old = contribution(handle.evaluation, self.layout, self._sketch).negated()
         slices = slices_of(new, self.config)
         contrib = contribution(new, self.layout, self._sketch)
         for size, windows in self.windows.items():
-            if windows.revise(ts, handle.slices, handle.contrib.negated()):
+            if windows.revise(ts, old_slices, old):
                 windows.revise(ts, slices, contrib)
                 continue
             start = window_start(ts, size)
             states = self.retained[size].get(start)
             if states is None:
                 continue
-            for key in handle.slices:
-                states.setdefault(key, WindowState.empty(self.layout)).add(handle.contrib.negated())
+            for key in old_slices:
+                states.setdefault(key, WindowState.empty(self.layout)).add(old)
             for key in slices:
                 states.setdefault(key, WindowState.empty(self.layout)).add(contrib)
             self.revised.add((size, start))
-        handle.evaluation, handle.slices, handle.contrib = new, slices, contrib
+        handle.evaluation = new
         handle.revision += 1
         handle.packed = None
         out.append(Evaluated(new, handle, None, None, None, False))

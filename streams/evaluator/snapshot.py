@@ -12,8 +12,7 @@ from typing import Any
 import msgspec
 
 from evaluators.evaluation_codec import from_record, to_record
-from evaluators.slicing import slices_of
-from evaluators.window_state import WindowState, contribution
+from evaluators.window_state import WindowState
 from schemas.fastpath import Label, ModelResponse, ShadowRequest
 from streams.evaluator.partition import Handle, PartitionState, Pending
 
@@ -81,16 +80,14 @@ def dump(state: PartitionState, offsets: dict[str, int]) -> bytes:
 def load(blob: bytes, state: PartitionState) -> dict[str, int]:
     """Fill a fresh PartitionState from a snapshot; return the input offsets it covers."""
     snap = _decoder.decode(zlib.decompress(blob))
-    layout, config = state.layout, state.config
+    layout = state.layout
     state.pending = {rid: Pending(p.request, p.teacher, p.student, p.teacher_replica, list(p.labels))
                      for rid, p in snap.pending.items()}
     state.handles = {}
     for rid, raw in snap.handles.items():
         h = _handle_decoder.decode(raw)
         ev = from_record(h.record)
-        state.handles[rid] = Handle(ev, list(h.labels), slices_of(ev, config),
-                                    contribution(ev, layout, state._sketch), h.revision,
-                                    dict(h.meta), bytes(raw))
+        state.handles[rid] = Handle(ev, list(h.labels), h.revision, dict(h.meta), bytes(raw))
     state.seen = dict(snap.seen)
     for w in snap.windows:
         windows = state.windows.get(w.size)
