@@ -18,11 +18,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from streams.clickhouse import Store
+from streams.sql import check_read_only, read_settings
 
 log = logging.getLogger(__name__)
 
-READONLY_SETTINGS = {"readonly": 1, "max_result_rows": 10_000, "result_overflow_mode": "break",
-                     "max_execution_time": 30}
 MAX_BODY = 1 << 20
 
 
@@ -100,10 +99,11 @@ def make_handler(store: Store | None, lock: threading.Lock, registry: CollectorR
             if store is None:
                 self._send(503, b'{"error": "no store"}')
                 return
-            settings = READONLY_SETTINGS | {"max_result_rows": limit}
             try:
+                body_sql = check_read_only(sql)
                 with lock:
-                    result = store.client.query(sql, parameters=params, settings=settings)
+                    result = store.client.query(body_sql, parameters=params or None,
+                                                settings=read_settings(limit))
             except Exception as exc:  # ClickHouse's own message says what was wrong
                 self._send(400, json.dumps({"error": str(exc).strip()[:2000]}).encode())
                 return

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from distillwatch.cli import evaluate, kafka, replay, run, schema, simulate, store
+from distillwatch.cli import evaluate, kafka, replay, run, schema, simulate, sql, store
 from distillwatch.cli import worker
 from distillwatch.cli.context import console_err, fail
 from distillwatch.settings import load_settings
@@ -46,6 +46,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("simulate")(simulate.simulate)
 app.command("replay")(replay.replay)
 app.command("run")(run.run)
+app.command("sql")(sql.sql)
 app.command("worker")(worker.worker)
 
 
