@@ -42,4 +42,6 @@ def run(
     error = monitor.failed()
     if error is not None:
         fail(f"monitor stopped: {error}")
-    console_err.print("distillwatch monitor stopped cleanly", markup=False)
+    stats = monitor.engine.stats
+    console_err.print(f"distillwatch monitor stopped cleanly: {stats.records} records consumed, "
+                      f"{stats.dead_letters} dead letters, {stats.checkpoints} checkpoints", markup=False)

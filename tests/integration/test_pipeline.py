@@ -6,6 +6,7 @@ Real broker, real embedded ClickHouse, the monitor as its own process (``distill
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 import signal
 import time
@@ -108,3 +109,27 @@ def test_two_instances_share_partitions_and_one_leaving_loses_nothing(cluster: C
     assert parts == 6
     (final,), = stored(data, "SELECT count() FROM distillwatch.shadow_evaluations FINAL")
     assert final == 20_000
+
+
+def test_sigterm_stops_within_30s_and_nothing_is_read_twice(cluster: Cluster, tmp_path: Path) -> None:
+    """SIGTERM mid-run: the monitor commits and exits 0 within 30 s; the next run reads only what
+    the first had not (the two runs' record counts add up to the input), and the result equals
+    offline."""
+    log = tmp_path / "replay.jsonl"
+    make_log(log, 20_000, seed=5)
+    replay(cluster, log)
+    first, port = cluster.start_monitor()
+    wait_for(lambda: (metric(port, "distillwatch_records_total") or 0) > 5_000, "work under way")
+    started = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    assert time.monotonic() - started < 30
+    _, port = cluster.start_monitor()
+    wait_until_quiet(port, 20_000)
+    cluster.stop_all()
+    consumed = [int(re.search(r"stopped cleanly: (\d+) records", p.read_text()).group(1))
+                for p in sorted(tmp_path.glob("monitor-*.log"))]
+    inputs = sum(1 for line in log.read_bytes().splitlines()
+                 for key in (b'"request"', b'"teacher":{', b'"student":{', b'"label"') if key in line)
+    assert len(consumed) == 2 and consumed[0] > 0 and sum(consumed) == inputs
+    assert_metrics_equal(tmp_path / "data", log, 60)
