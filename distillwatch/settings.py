@@ -133,7 +133,8 @@ class PrivacySettings(_Section):
     hash_key: SecretStr | None = Field(
         default=None, description="HMAC key for prompt_hash; default: a random key kept in the data dir")
     payload_share: float = Field(default=0.004, ge=0, le=1)
-    forensic_share: float = Field(default=0.001, ge=0, le=1)
+    forensic_rate: float = Field(default=0.01, ge=0, le=1,
+                                 description="chance that a risky request is kept as a forensic sample")
     example_share: float = Field(default=0.05, ge=0, le=1)
     order_id_pattern: str = r"\b(?:ORD|ord|order)[-_#]?\d{6,}\b"
 

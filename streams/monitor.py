@@ -36,7 +36,7 @@ class Monitor:
         self.kafka_conf = settings.kafka.librdkafka_config()
         privacy = settings.privacy
         rows = RowBuilder(config, hash_key(settings),
-                          SamplingPolicy(privacy.payload_share, privacy.forensic_share,
+                          SamplingPolicy(privacy.payload_share, privacy.forensic_rate,
                                          privacy.example_share),
                           Redactor(privacy.order_id_pattern))
         self.engine = EvaluatorEngine(self.kafka_conf, settings.topic, config, rows, EngineOptions(

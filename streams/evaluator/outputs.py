@@ -31,7 +31,10 @@ class SamplingPolicy:
     """Deterministic by request id, so a replay samples the same requests."""
 
     payload_share: float = 0.004
-    forensic_share: float = 0.001
+    """Share of all requests whose redacted payload is kept."""
+    forensic_rate: float = 0.01
+    """Chance that a risky request (high-risk reference, wrong, or a fact error) is kept as a
+    forensic sample: at 10 % risky traffic that is 0.1 % of all requests."""
     example_share: float = 0.05
 
     @staticmethod
@@ -88,7 +91,7 @@ class RowBuilder:
         reason = None
         if SamplingPolicy.unit(ev.request_id, "payload") < self.policy.payload_share:
             reason = "sample"
-        elif risky and SamplingPolicy.unit(ev.request_id, "forensic") < self.policy.forensic_share * 10:
+        elif risky and SamplingPolicy.unit(ev.request_id, "forensic") < self.policy.forensic_rate:
             reason = "forensic"
         prompt = self.redact(request.prompt)
         if reason is not None:
