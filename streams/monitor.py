@@ -52,7 +52,6 @@ class Monitor:
         self.lock = threading.Lock()
         self.error: BaseException | None = None
         self._engine_thread: threading.Thread | None = None
-        self._started = time.monotonic()
         self._rate = (time.monotonic(), 0)
 
     def start(self) -> None:

@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 from distillwatch.cli.context import console_err, fail, settings_of
 from evaluators.offline import LogSummary, evaluate_log
 from evaluators.readout import MetricRow
+from schemas.messages import utc_timestamp
 
 SHOWN_REASONS = 20
 
@@ -26,7 +27,7 @@ class OutputFormat(str, Enum):
 
 
 def rfc3339(epoch_s: int) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
+    return utc_timestamp(datetime.fromtimestamp(epoch_s, UTC))
 
 
 def row_json(row: MetricRow) -> bytes:
