@@ -5,13 +5,17 @@
 # pyproject.toml, so every clone and every CI run with the same dependencies reuses it.
 # The project itself is not installed into it: callers put the clone on PYTHONPATH.
 #
-#   scripts/bootstrap.sh [EXTRA ...]     e.g. scripts/bootstrap.sh training
+#   scripts/bootstrap.sh [EXTRA ...]     default: the extras in $DISTILLWATCH_EXTRAS, else "training"
+#
+# The training extra (torch, transformers) is part of the default environment: the demo
+# retrains a student on CPU and the tests exercise the training job.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${DISTILLWATCH_PYTHON:-python3.11}"
 command -v "$python" >/dev/null || { echo "distillwatch: $python not found; install Python 3.11" >&2; exit 1; }
 root="${DISTILLWATCH_VENV_ROOT:-$HOME/.cache/distillwatch/venvs}"
 mkdir -p "$root"
+if [ "$#" -eq 0 ]; then set -- ${DISTILLWATCH_EXTRAS-training}; fi
 
 # One requirement per line: core + dev group + requested extras.
 reqs="$("$python" - "$here/pyproject.toml" "$@" <<'PY'
