@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: virtualenv, Kafka jars, then pytest.
+# The whole test suite, from a fresh machine: virtualenv, Debian packages (Alertmanager,
+# Chromium), Kafka jars, then pytest.
 # The tests start (and stop) the local Kafka broker and the embedded ClickHouse themselves.
 #   scripts/test.sh [PYTEST ARGS]     default: the core set (not marked slow)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 venv="$(scripts/bootstrap.sh)"
+scripts/system-deps.sh
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 "$venv/bin/python" -m distillwatch kafka fetch
 echo "mypy (schemas, evaluators):"
