@@ -43,7 +43,8 @@ class SinkStats:
 
 class Sink(threading.Thread):
     def __init__(self, kafka_conf: dict[str, Any], topic: Callable[[str], str], store: Store,
-                 store_lock: threading.Lock, layout: Layout, group_id: str) -> None:
+                 store_lock: threading.Lock, layout: Layout, group_id: str,
+                 after_write: Callable[[], None] | None = None) -> None:
         super().__init__(name="clickhouse-sink", daemon=True)
         self.kafka_conf = kafka_conf
         self.topic = topic
@@ -51,6 +52,8 @@ class Sink(threading.Thread):
         self.lock = store_lock
         self.layout = layout
         self.group_id = group_id
+        self.after_write = after_write
+        """Called after each batch is written and before its offsets commit (the alerter)."""
         self.stats = SinkStats()
         self.error: BaseException | None = None
         self._halt = threading.Event()
@@ -83,6 +86,8 @@ class Sink(threading.Thread):
                 if msgs:
                     started = time.monotonic()
                     self.write(msgs)
+                    if self.after_write is not None:
+                        self.after_write()
                     consumer.commit(asynchronous=False)
                     self.stats.batches += 1
                     self.stats.batch_latency_s = time.monotonic() - started
@@ -105,7 +110,7 @@ class Sink(threading.Thread):
                 partial_rows.append((token, [
                     {"window_s": partial["window_s"], "window_start": partial["window_start"],
                      "slice": key, "part": partial["part"], "version": partial["version"],
-                     "state": orjson.dumps(state).decode()}
+                     "final": int(partial["final"]), "state": orjson.dumps(state).decode()}
                     for key, state in partial["states"].items()
                 ]))
         for token, rows in partial_rows:
