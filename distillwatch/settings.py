@@ -24,6 +24,8 @@ from pydantic_settings import (
 from evaluators.config import EvalConfig
 from schemas.errors import ConfigError
 from schemas.labelsets import MANGAASSIST_HIGH_RISK, MANGAASSIST_INTENTS
+from streams.alerting.policy import RetryPolicy
+from streams.alerting.targets import TargetConfig, check_unique_names
 
 ENV_PREFIX = "DISTILLWATCH_"
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
@@ -194,6 +196,41 @@ class EvaluationSettings(_Section):
         return high_risk
 
 
+class RetrainSettings(_Section):
+    """What a firing rule with the ``retrain`` action starts (DESIGN §9)."""
+
+    launcher: Literal["none", "subprocess", "template"] = Field(
+        default="subprocess", description="none: only publish to distill.retrain; subprocess: "
+        "`distillwatch train` on this machine; template: command_template")
+    command_template: str = Field(
+        default="", description="with {request}, {out}, {job_id}; e.g. torchrun --nproc-per-node 4 "
+        "-m distillwatch train --request {request} --out {out}")
+    train_args: list[str] = Field(default_factory=list, description="extra `train` arguments (subprocess)")
+    cooldown_s: float = Field(default=21_600.0, ge=0, description="at most one job per model per cooldown")
+    snapshot_s: float = Field(default=86_400.0, gt=0, description="distill_examples span in the snapshot")
+    jobs_dir: Path | None = Field(default=None, description="default: DATA_DIR/retrain")
+
+
+class AlertingSettings(_Section):
+    """Where alerts are delivered and how delivery is retried (DESIGN §6)."""
+
+    enabled: bool = Field(default=True, description="judge the rules on every closed window in `run`")
+    rules_file: Path | None = Field(default=None, description="YAML rules; default: the built-in set")
+    model: str = Field(default="student", min_length=1, description="the student model alerts name")
+    targets: list[TargetConfig] = Field(
+        default_factory=list, description="alertmanager, webhook, slack, pagerduty; any number of each")
+    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=16),
+                               description="16 attempts: about 45 minutes of backoff before giving up")
+    poll_s: float = Field(default=1.0, gt=0, description="how often the outbox looks for undelivered events")
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, targets: list[Any]) -> list[Any]:
+        check_unique_names(targets)
+        return targets
+
+
 class Settings(BaseSettings):
     """Everything distillwatch reads from its configuration."""
 
@@ -215,6 +252,7 @@ class Settings(BaseSettings):
     evaluator: EvaluatorSettings = Field(default_factory=EvaluatorSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
     @classmethod
     def settings_customise_sources(
