@@ -186,7 +186,7 @@ def _post(url: str, data: Any) -> HttpRequest:
     return HttpRequest("POST", url, dict(_JSON_HEADERS), _dumps(data))
 
 
-def labels(n: Notification) -> dict[str, str]:
+def alert_labels(n: Notification) -> dict[str, str]:
     """Alertmanager labels: the identity of the alert (the same when firing and resolved)."""
     out = {"alertname": n.rule, "rule": n.rule, "slice": n.slice, "severity": n.severity,
            "model": n.model, "fingerprint": n.fingerprint}
@@ -195,7 +195,7 @@ def labels(n: Notification) -> dict[str, str]:
     return out
 
 
-def annotations(n: Notification) -> dict[str, str]:
+def alert_annotations(n: Notification) -> dict[str, str]:
     """Alertmanager annotations: the evidence and the forensics bundle (empty ones left out)."""
     out = {
         "summary": n.headline,
@@ -215,7 +215,7 @@ def annotations(n: Notification) -> dict[str, str]:
 
 def alertmanager_alert(target: AlertmanagerTarget, n: Notification, now: float) -> dict[str, Any]:
     """One element of the ``POST /api/v2/alerts`` list (postableAlert)."""
-    alert: dict[str, Any] = {"labels": labels(n), "annotations": annotations(n),
+    alert: dict[str, Any] = {"labels": alert_labels(n), "annotations": alert_annotations(n),
                              "startsAt": iso_time(n.starts_at)}
     if n.status == "resolved":
         assert n.ends_at is not None
@@ -236,7 +236,7 @@ def webhook_id(target: Target, n: Notification) -> str:
 
 def webhook_body(target: WebhookTarget, n: Notification) -> dict[str, Any]:
     """The Alertmanager webhook (version 4) body with this one alert."""
-    lbls, notes = labels(n), annotations(n)
+    lbls, notes = alert_labels(n), alert_annotations(n)
     group = {"alertname": n.rule, "slice": n.slice}
     group_key = "{}:{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in group.items()) + "}"
     return {
@@ -305,7 +305,7 @@ def pagerduty_event(target: PagerDutyTarget, n: Notification) -> dict[str, Any]:
     }
     if n.status == "resolved":
         return event
-    details = {k: v for k, v in annotations(n).items() if k != "summary"}
+    details: dict[str, Any] = {k: v for k, v in alert_annotations(n).items() if k != "summary"}
     details["test"] = n.test
     event["payload"] = {
         "summary": n.headline[:1024],
