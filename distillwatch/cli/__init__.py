@@ -10,6 +10,7 @@ import typer
 
 from distillwatch.cli import evaluate, kafka, replay, run, schema, simulate, sql, store
 from distillwatch.cli import worker
+from distillwatch.cli import alerts
 from distillwatch.cli.context import console_err, fail
 from distillwatch.settings import load_settings
 from schemas.errors import DistillwatchError
@@ -41,6 +42,7 @@ def _root(
 
 app.add_typer(kafka.app, name="kafka")
 app.add_typer(schema.app, name="schema")
+app.add_typer(alerts.app, name="alerts")
 app.command("init")(store.init)
 app.command("evaluate")(evaluate.evaluate)
 app.command("simulate")(simulate.simulate)
