@@ -52,6 +52,8 @@ class MonitorCollector:
         for (topic, partition), value in s["lag"].items():
             lag.add_metric([topic, str(partition)], value)
         yield lag
+        for name, value in s.get("sink_store", {}).items():
+            yield GaugeMetricFamily(f"distillwatch_sink_{name}", f"Sink: {name.replace('_', ' ')}", value=value)
         counters = CounterMetricFamily("distillwatch_evaluator_events", "Evaluator outcomes",
                                        labels=["kind"])
         for kind, value in s["counters"].items():

@@ -84,6 +84,8 @@ class Monitor:
             return False, f"evaluator failed: {self.error}"
         if self.sink is not None and self.sink.error is not None:
             return False, f"sink failed: {self.sink.error}"
+        if self.sink is not None and self.sink.store_problem() is not None:
+            return False, f"sink: {self.sink.store_problem()}"
         return True, "ok"
 
     def failed(self) -> BaseException | None:
@@ -101,6 +103,7 @@ class Monitor:
             "idle": int(stats.idle), "partitions": len(stats.partitions),
             "events_per_second": rate, "lag": dict(stats.lag), "counters": dict(stats.counters),
             "sink_batch_latency_s": self.sink.stats.batch_latency_s if self.sink else 0.0,
+            "sink_store": self.sink.store_gauges() if self.sink else {},
         }
 
     def stop(self, timeout_s: float = 30.0) -> None:

@@ -5,6 +5,10 @@ transaction committed). Every message becomes one insert whose deduplication tok
 Kafka coordinates, so a message delivered again after a crash is stored once; consumer
 offsets are committed only after the inserts of a batch returned. Partials are merged
 across partitions into ``window_metrics`` here, from what ``window_partials`` holds.
+
+When ClickHouse fails, the batch is kept and written again with backoff (its tokens make
+the retried inserts idempotent) while consumption is paused: memory holds one batch, the
+backlog stays in Kafka, and offsets never pass what is durably written.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ import orjson
 
 from evaluators.readout import window_rows
 from evaluators.window_state import Layout, WindowState
-from streams import topics
+from streams import fault_injection, topics
 from streams.clickhouse import Store
+from streams.errors import StoreError
 from streams.evaluator.outputs import json_each_row
 
 log = logging.getLogger(__name__)
 
 INSERT_SETTINGS = {"input_format_skip_unknown_fields": 1, "date_time_input_format": "best_effort"}
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
 
 
 @dataclass
@@ -39,6 +46,12 @@ class SinkStats:
     batch_latency_s: float = 0.0
     caught_up_s: float = 0.0
     """When a poll last found nothing new: everything committed before then is written."""
+    store_down_since: float = 0.0
+    """When the current run of failed ClickHouse writes began (0: writes succeed)."""
+    store_retries: int = 0
+    store_error: str = ""
+    held_messages: int = 0
+    """Messages of the batch kept for retry while ClickHouse fails."""
 
 
 class Sink(threading.Thread):
@@ -85,15 +98,72 @@ class Sink(threading.Thread):
                     self.stats.caught_up_s = polled_at
                 if msgs:
                     started = time.monotonic()
-                    self.write(msgs)
-                    if self.after_write is not None:
-                        self.after_write()
+                    if not self._write_until_durable(consumer, msgs):
+                        break  # stopping while ClickHouse fails: the batch stays uncommitted
                     consumer.commit(asynchronous=False)
                     self.stats.batches += 1
                     self.stats.batch_latency_s = time.monotonic() - started
                     self.stats.last_batch_s = time.time()
         finally:
             consumer.close()
+
+    def _write_until_durable(self, consumer: Any, msgs: list[Any]) -> bool:
+        """Write the batch and run the after-write hook, retrying while ClickHouse fails.
+
+        The partitions are paused meanwhile (polling keeps the group membership, nothing more
+        is read) and nothing is committed. False when asked to stop before it succeeded.
+        """
+        from clickhouse_connect.driver.exceptions import Error as ClickHouseError
+
+        delay, paused = RETRY_FIRST_S, False
+        try:
+            while True:
+                try:
+                    self.write(msgs)
+                    if self.after_write is not None:
+                        self.after_write()
+                    return True
+                except (StoreError, ClickHouseError, OSError) as exc:
+                    stats = self.stats
+                    if not stats.store_down_since:
+                        stats.store_down_since = time.time()
+                        log.warning("ClickHouse write failed, holding %d messages and retrying: %s",
+                                    len(msgs), exc)
+                    stats.store_retries += 1
+                    stats.store_error = (str(exc).strip() or repr(exc)).splitlines()[0][:300]
+                    stats.held_messages = len(msgs)
+                    if not paused:
+                        consumer.pause(consumer.assignment())
+                        paused = True
+                    deadline = time.monotonic() + delay
+                    while time.monotonic() < deadline:
+                        if self._halt.is_set():
+                            return False
+                        msg = consumer.poll(0.2)
+                        if msg is not None and msg.error() is None:
+                            msgs.append(msg)  # fetched before the pause took effect: keep it
+                    delay = min(delay * 2, RETRY_MAX_S)
+        finally:
+            if paused and not self._halt.is_set():
+                consumer.resume(consumer.assignment())
+                log.warning("ClickHouse writes succeed again after %.0f s (%d retries so far)",
+                            time.time() - self.stats.store_down_since, self.stats.store_retries)
+            self.stats.store_down_since, self.stats.held_messages = 0.0, 0
+
+    def store_problem(self) -> str | None:
+        """What /healthz reports while ClickHouse writes fail (None while they succeed)."""
+        s = self.stats
+        if not s.store_down_since:
+            return None
+        return (f"ClickHouse writes failing for {time.time() - s.store_down_since:.0f} s "
+                f"({s.store_retries} retries, {s.held_messages} messages held, consumption "
+                f"paused, nothing committed): {s.store_error}")
+
+    def store_gauges(self) -> dict[str, float]:
+        """For /metrics, as distillwatch_sink_<name>."""
+        s = self.stats
+        return {"store_up": 0.0 if s.store_down_since else 1.0,
+                "store_retries": float(s.store_retries), "held_messages": float(s.held_messages)}
 
     def write(self, msgs: list[Any]) -> None:
         windows: set[tuple[int, int]] = set()
@@ -119,6 +189,7 @@ class Sink(threading.Thread):
             self._merge_window(size, start)
 
     def _insert(self, table: str, body: bytes, token: str) -> None:
+        fault_injection.check_store()
         with self.lock:
             self.store.client.raw_insert(
                 f"{self.store.database}.{table}", None, body, fmt="JSONEachRow",
@@ -128,6 +199,7 @@ class Sink(threading.Thread):
 
     def _merge_window(self, size: int, start: int) -> None:
         """window_metrics of one window from every partition's latest partial."""
+        fault_injection.check_store()
         with self.lock:
             result = self.store.query(
                 f"SELECT slice, part, state, version FROM {self.store.database}.window_partials "
