@@ -24,6 +24,8 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    delay_s: float = 0.0
+    """Wait this long before answering (to make a client time out)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,13 @@ class Received:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out and hung up is expected here, not a failure
 
 
 class Receiver:
@@ -63,6 +72,8 @@ class Receiver:
                 body = self.rfile.read(length)
                 reply = receiver._record(Received(
                     "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()))
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
@@ -73,8 +84,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port if port is None else port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", self.port if port is None else port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
