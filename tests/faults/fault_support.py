@@ -88,6 +88,19 @@ def tally(data_dir: Path, acknowledged: set[str]) -> Tally:
                  stored_twice=physical - versions, unexpected=len(ids - acknowledged))
 
 
+def committed(cluster: Cluster, group: str, names: list[str], partitions: int = 6) -> dict[tuple[str, int], int]:
+    """The consumer group's committed offsets, read without joining the group."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": cluster.env["DISTILLWATCH_KAFKA__BOOTSTRAP_SERVERS"],
+                         "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(cluster.prefix + n, p) for n in names for p in range(partitions)]
+        return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(parts, timeout=10)}
+    finally:
+        consumer.close()
+
+
 def live_rows(port: int) -> int:
     """shadow_evaluations rows as the running monitor sees them (FINAL)."""
     return int(sql(port, "SELECT count() FROM distillwatch.shadow_evaluations FINAL")[0][0])

@@ -26,7 +26,8 @@ import pytest
 
 from streams.fault_injection import STORE_DOWN_ENV
 from tests.faults.fault_support import (
-    health, live_rows, records, report, request_ids, rss_mb, start_replay, tally, wait_for,
+    committed, health, live_rows, records, report, request_ids, rss_mb, start_replay, tally,
+    wait_for,
 )
 from tests.integration.pipeline_support import (
     Cluster, assert_metrics_equal, make_log, metric, wait_until_quiet,
@@ -36,19 +37,6 @@ pytestmark = pytest.mark.integration
 
 SINK_BATCH = 2000
 """The sink consumes at most this many messages per batch (streams/sink.py)."""
-
-
-def committed(cluster: Cluster, group: str, names: list[str], partitions: int = 6) -> dict[tuple[str, int], int]:
-    """The consumer group's committed offsets, read without joining the group."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": cluster.env["DISTILLWATCH_KAFKA__BOOTSTRAP_SERVERS"],
-                         "group.id": group, "enable.auto.commit": False})
-    try:
-        parts = [TopicPartition(cluster.prefix + n, p) for n in names for p in range(partitions)]
-        return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(parts, timeout=10)}
-    finally:
-        consumer.close()
 
 
 def run_outage(make_cluster: Callable[..., Cluster], tmp_path: Path, pairs: int, outage_s: float,
