@@ -19,7 +19,7 @@ def result_line(target_name: str, target_type: str, last: DeliveryAttempt) -> st
     mark = "ok    " if last.status == "delivered" else "FAILED"
     http = f"HTTP {last.http_status}" if last.http_status is not None else "no response"
     tries = f"{last.attempt} attempt{'s' if last.attempt != 1 else ''}"
-    tail = f"  {last.error}" if last.error else ""
+    tail = f"  {last.error}" if last.error and last.error != http else ""
     return f"{mark} {target_name} ({target_type})  {last.status}  {http}  {tries}{tail}"
 
 
