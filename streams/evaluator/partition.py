@@ -6,7 +6,9 @@ moves with it when partitions are reassigned. Pure: no Kafka, no clock (event ti
 
 A request is evaluated when its request, teacher and student messages are all in, or when
 the partition's watermark passes its time (join timeout = grace; what is missing counts as
-missing). Its evaluation is kept for ``handle_horizon_s`` of event time so that a later
+missing); a request that comes behind the watermark gets the same grace, counted from the
+newest event time seen when it came, so its answers, sent right after it, still join. Its
+evaluation is kept for ``handle_horizon_s`` of event time so that a later
 label (or a teacher replica) can be applied exactly: its old contribution is taken out of
 the windows and the new one put in. Closed windows are kept for the same horizon so that
 such a change re-emits them (with a higher version). Labels that come later than that are
@@ -42,6 +44,9 @@ class Pending:
     student: ModelResponse | None = None
     teacher_replica: ModelResponse | None = None
     labels: list[Label] = field(default_factory=list)
+    due: float | None = None
+    """Event time at which the join times out: the request's time, or the newest event time
+    seen when the request came if that is later (an out-of-order request)."""
 
     @property
     def complete(self) -> bool:
@@ -119,7 +124,8 @@ class PartitionState:
         if pending is None:
             pending = self.pending[rid] = Pending()
         pending.request = request
-        self.seen[rid] = request.ts.timestamp()
+        self.seen[rid] = ts = request.ts.timestamp()
+        pending.due = max(ts, self.max_event_ts)
         if pending.complete:
             self._evaluate(rid, catalog, out)
 
@@ -219,8 +225,8 @@ class PartitionState:
     # -- internals ---------------------------------------------------------------------------
 
     def _time_out(self, due: Callable[[float], bool], catalog: Catalog, out: list[Evaluated]) -> None:
-        ready = [rid for rid, p in self.pending.items()
-                 if p.request is not None and due(p.request.ts.timestamp())]
+        ready = [rid for rid, p in self.pending.items() if p.request is not None
+                 and due(p.request.ts.timestamp() if p.due is None else p.due)]
         for rid in ready:
             self._evaluate(rid, catalog, out)
 

@@ -23,6 +23,7 @@ class PendingSnap(msgspec.Struct):
     student: ModelResponse | None
     teacher_replica: ModelResponse | None
     labels: list[Label]
+    due: float | None = None
 
 
 class HandleSnap(msgspec.Struct):
@@ -63,7 +64,7 @@ def _packed(h: Handle) -> msgspec.Raw:
 def dump(state: PartitionState, offsets: dict[str, int]) -> bytes:
     snap = PartitionSnap(
         offsets=dict(offsets),
-        pending={rid: PendingSnap(p.request, p.teacher, p.student, p.teacher_replica, p.labels)
+        pending={rid: PendingSnap(p.request, p.teacher, p.student, p.teacher_replica, p.labels, p.due)
                  for rid, p in state.pending.items()},
         handles={rid: _packed(h) for rid, h in state.handles.items()},
         seen=dict(state.seen),
@@ -81,7 +82,7 @@ def load(blob: bytes, state: PartitionState) -> dict[str, int]:
     """Fill a fresh PartitionState from a snapshot; return the input offsets it covers."""
     snap = _decoder.decode(zlib.decompress(blob))
     layout = state.layout
-    state.pending = {rid: Pending(p.request, p.teacher, p.student, p.teacher_replica, list(p.labels))
+    state.pending = {rid: Pending(p.request, p.teacher, p.student, p.teacher_replica, list(p.labels), p.due)
                      for rid, p in snap.pending.items()}
     state.handles = {}
     for rid, raw in snap.handles.items():
