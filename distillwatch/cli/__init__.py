@@ -11,6 +11,7 @@ import typer
 from distillwatch.cli import evaluate, kafka, replay, run, schema, simulate, sql, store
 from distillwatch.cli import worker
 from distillwatch.cli import alerts
+from distillwatch.cli import forensics
 from distillwatch.cli.context import console_err, fail
 from distillwatch.settings import load_settings
 from schemas.errors import DistillwatchError
@@ -50,6 +51,7 @@ app.command("replay")(replay.replay)
 app.command("run")(run.run)
 app.command("sql")(sql.sql)
 app.command("worker")(worker.worker)
+app.command("forensics")(forensics.forensics_command)
 
 
 def main() -> None:
