@@ -222,6 +222,8 @@ class AlertingSettings(_Section):
     retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=16),
                                description="16 attempts: about 45 minutes of backoff before giving up")
     poll_s: float = Field(default=1.0, gt=0, description="how often the outbox looks for undelivered events")
+    settle_s: float = Field(default=10.0, ge=0, description="a closed window is judged once the input is "
+                            "settled, or this long after it closed (late responses and labels revise it)")
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
 
     @field_validator("targets")

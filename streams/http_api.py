@@ -54,6 +54,8 @@ class MonitorCollector:
         yield lag
         for name, value in s.get("sink_store", {}).items():
             yield GaugeMetricFamily(f"distillwatch_sink_{name}", f"Sink: {name.replace('_', ' ')}", value=value)
+        for name, value in s.get("alerting", {}).items():
+            yield GaugeMetricFamily(f"distillwatch_{name}", f"Alerting: {name.replace('_', ' ')}", value=value)
         counters = CounterMetricFamily("distillwatch_evaluator_events", "Evaluator outcomes",
                                        labels=["kind"])
         for kind, value in s["counters"].items():

@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from distillwatch.settings import Settings, hash_key
 from evaluators.privacy import Redactor
 from evaluators.window_state import Layout
+from streams.alerting.service import AlertingService, load_rules
 from streams.clickhouse import Store, open_store
 from streams.evaluator.engine import EngineOptions, EvaluatorEngine
 from streams.evaluator.outputs import RowBuilder, SamplingPolicy
@@ -47,6 +48,8 @@ class Monitor:
             idle_flush_s=ev.idle_flush_s, batch_size=ev.batch_size,
         ))
         self.layout = Layout(config)
+        self.rules = load_rules(settings) if settings.alerting.enabled else None  # bad rules fail here
+        self.alerting: AlertingService | None = None
         self.store: Store | None = None
         self.sink: Sink | None = None
         self.lock = threading.Lock()
@@ -62,8 +65,13 @@ class Monitor:
                                     owner="distillwatch run",
                                     lock_timeout_s=self.settings.clickhouse.lock_timeout_s)
             migrate(self.store)
+            if self.rules is not None:
+                self.alerting = AlertingService(self.settings, self.store, self.lock, self.rules,
+                                                settled=self.input_settled)
+                self.alerting.start()
             self.sink = Sink(self.kafka_conf, self.settings.topic, self.store, self.lock, self.layout,
-                             f"{self.settings.evaluator.group_id}-sink")
+                             f"{self.settings.evaluator.group_id}-sink",
+                             after_write=self.alerting.after_write if self.alerting else None)
             self.sink.start()
         self._engine_thread = threading.Thread(target=self._run_engine, name="evaluator", daemon=True)
         self._engine_thread.start()
@@ -86,6 +94,8 @@ class Monitor:
             return False, f"sink failed: {self.sink.error}"
         if self.sink is not None and self.sink.store_problem() is not None:
             return False, f"sink: {self.sink.store_problem()}"
+        if self.alerting is not None and self.alerting.failed() is not None:
+            return False, f"alerting failed: {self.alerting.failed()}"
         return True, "ok"
 
     def failed(self) -> BaseException | None:
@@ -104,6 +114,7 @@ class Monitor:
             "events_per_second": rate, "lag": dict(stats.lag), "counters": dict(stats.counters),
             "sink_batch_latency_s": self.sink.stats.batch_latency_s if self.sink else 0.0,
             "sink_store": self.sink.store_gauges() if self.sink else {},
+            "alerting": self.alerting.snapshot() if self.alerting else {},
         }
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -117,9 +128,15 @@ class Monitor:
                 time.sleep(0.2)
             self.sink.stop()
             self.sink.join(timeout_s)
+        if self.alerting is not None:
+            self.alerting.stop()
         self.http.shutdown()
         if self.store is not None:
             self.store.close()
+
+    def input_settled(self) -> bool:
+        """All input read so far is evaluated, committed and written to ClickHouse."""
+        return bool(self.engine.stats.idle) and not self.sink_behind()
 
     def sink_behind(self) -> bool:
         """Whether the sink has not yet written what the evaluator last committed (best effort)."""

@@ -66,7 +66,8 @@ class Sink(threading.Thread):
         self.layout = layout
         self.group_id = group_id
         self.after_write = after_write
-        """Called after each batch is written and before its offsets commit (the alerter)."""
+        """Called after each batch is written and before its offsets commit, and after each poll
+        that found nothing (the alerter)."""
         self.stats = SinkStats()
         self.error: BaseException | None = None
         self._halt = threading.Event()
@@ -96,6 +97,8 @@ class Sink(threading.Thread):
                 msgs = [m for m in consumer.consume(2000, 0.2) if m.error() is None]
                 if not msgs:
                     self.stats.caught_up_s = polled_at
+                    if self.after_write is not None:
+                        self.after_write()  # settled input: windows waiting to be judged may be
                 if msgs:
                     started = time.monotonic()
                     if not self._write_until_durable(consumer, msgs):

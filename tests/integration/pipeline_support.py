@@ -66,6 +66,8 @@ class Cluster:
             "DISTILLWATCH_EVALUATOR__GROUP_ID": f"{self.prefix}evaluator",
             "DISTILLWATCH_EVALUATOR__CHECKPOINT_S": "1",
             "DISTILLWATCH_EVALUATOR__IDLE_FLUSH_S": "2",
+            # Tests that fire retrain rules check the request, not a CPU training run.
+            "DISTILLWATCH_ALERTING__RETRAIN__LAUNCHER": "none",
         })
         self.procs: list[subprocess.Popen[bytes]] = []
 
