@@ -53,3 +53,76 @@ def test_targets(
              f"target(s): {', '.join(failed)}")
     console.print(f"test alert {notification.alert_id} delivered to {len(targets)} target(s)",
                   markup=False, highlight=False)
+
+
+LIST_SQL = """
+SELECT a.alert_id, a.status, a.rule, a.slice, a.severity, a.metric, a.value, a.threshold,
+       toUnixTimestamp(a.window_start) AS window_start, a.window_s, a.created_at, a.evidence,
+       d.deliveries
+FROM {db:Identifier}.alerts AS a FINAL
+LEFT JOIN (
+    SELECT alert_id, arrayStringConcat(groupArray(concat(target, ':', status, '×', toString(attempts))), ' ') AS deliveries
+    FROM (SELECT alert_id, target, argMax(status, attempt) AS status, max(attempt) AS attempts
+          FROM {db:Identifier}.alert_deliveries GROUP BY alert_id, target)
+    GROUP BY alert_id
+) AS d ON d.alert_id = a.alert_id
+WHERE a.created_at >= now64(3) - toIntervalSecond({within:UInt64})
+ORDER BY a.window_start, a.status = 'resolved', a.rule, a.slice
+"""
+
+
+@app.command("list")
+def list_alerts(
+    ctx: typer.Context,
+    within: Annotated[str, typer.Option("--within", help="Alert events written in the last D (30m, 6h, 7d).")] = "7d",
+    output: Annotated[str, typer.Option("--format", "-f", help="table or json (json carries the whole evidence).")] = "table",
+) -> None:
+    """Alerts firing now, then every recent alert event with its value, deliveries and evidence."""
+    import json as _json
+
+    from rich.table import Table
+
+    from streams.alerting.notification import Notification, fmt, iso_time
+    from streams.sql import run_sql
+
+    settings = settings_of(ctx)
+    if output not in ("table", "json"):
+        fail(f"--format {output!r}: expected table or json")
+    seconds = _duration_s(within)
+    api = f"http://{settings.http.host}:{settings.http.port}"
+    result = run_sql(LIST_SQL, {"db": settings.clickhouse.database, "within": str(seconds)},
+                     settings.clickhouse_dsn(), settings.clickhouse.database, api, 100_000)
+    events = [dict(zip(result.columns, row)) for row in result.rows]
+    latest: dict[str, dict[str, object]] = {}
+    for e in events:
+        latest[f"{e['rule']}/{e['slice']}"] = e
+    firing = [e for e in latest.values() if e["status"] == "firing"]
+    if output == "json":
+        for e in events:
+            e["evidence"] = _json.loads(str(e["evidence"]))
+            print(_json.dumps(e, default=str))
+        return
+    console.print(f"{len(firing)} alert(s) firing now; {len(events)} event(s) in the last {within}",
+                  markup=False, highlight=False)
+    table = Table("window (UTC)", "status", "rule", "slice", "value", "threshold", "deliveries", "examples")
+    for e in events:
+        n = Notification.from_json(str(e["evidence"]))
+        table.add_row(f"{iso_time(int(e['window_start']))}/{e['window_s']}s", str(e["status"]), str(e["rule"]),
+                      str(e["slice"]), fmt(n.value), f"{n.op} {fmt(n.threshold)}",
+                      str(e["deliveries"] or "none yet"), ", ".join(n.example_request_ids[:3]))
+    console.print(table)
+    for e in firing:
+        n = Notification.from_json(str(e["evidence"]))
+        console.print(f"\n{n.fingerprint}: {n.headline}\n  replay: {n.replay_offsets or '-'}\n  SQL: {n.forensics_sql}",
+                      markup=False, highlight=False, soft_wrap=True)
+
+
+def _duration_s(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value, unit = float(text[:-1]), text[-1]
+        if unit not in units or value <= 0:
+            raise ValueError
+    except (ValueError, IndexError):
+        fail(f"--within {text!r}: expected a duration such as 30m, 6h or 7d")
+    return int(value * units[unit])

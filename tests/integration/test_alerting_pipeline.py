@@ -128,6 +128,9 @@ def test_monitor_pages_what_offline_judging_finds_once_each(cluster: Cluster, tm
             jobs = sql(port, "SELECT job_id, status, request FROM distillwatch.retrain_jobs FINAL")
             deliveries = sql(port, "SELECT target, status, count() FROM distillwatch.alert_deliveries "
                                    "GROUP BY target, status ORDER BY target, status")
+            cluster.env["DISTILLWATCH_HTTP__PORT"] = str(port)
+            listed = cluster.cli("alerts", "list", "--format", "json")  # through the monitor's API
+            table = cluster.cli("alerts", "list")
         finally:
             am.stop()
     # The signed webhook: every event exactly once, each signature genuine.
@@ -140,6 +143,12 @@ def test_monitor_pages_what_offline_judging_finds_once_each(cluster: Cluster, tm
     am_got = Counter(notifications(via_am.requests))
     assert am_got == Counter({(k, f"{r}/{s}"): 1 for r, s in firing for k in ("firing", "resolved")})
     assert deliveries == [["am", "delivered", n], ["hook", "delivered", n]]
+    assert listed.returncode == 0, listed.stderr
+    events = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert {(e["status"], e["rule"], e["slice"], e["window_start"]) for e in events} == expected
+    assert all(e["deliveries"].count(":delivered") == 2 for e in events)
+    assert all(e["evidence"]["forensics_sql"].startswith("SELECT") for e in events)
+    assert table.returncode == 0 and "0 alert(s) firing now; 4 event(s)" in table.stdout, table.stdout
     # Both fired rules carry the retrain action; one model, one cooldown: one job.
     assert len(jobs) == 1 and jobs[0][1] == "requested"
     request = json.loads(jobs[0][2])
