@@ -42,7 +42,12 @@ def check_read_only(sql: str) -> str:
     verb = body.split(None, 1)[0].upper()
     if verb not in READ_VERBS:
         raise NotAReadError(f"only read queries are allowed ({', '.join(READ_VERBS)}); got {verb}")
+    if _OUTFILE.search(_without_strings(body)):  # the embedded engine writes the file even readonly
+        raise NotAReadError("INTO OUTFILE writes a file; only read queries are allowed")
     return body
+
+
+_OUTFILE = re.compile(r"\bINTO\s+OUTFILE\b", re.IGNORECASE)
 
 
 def _without_strings(sql: str) -> str:
