@@ -17,6 +17,7 @@ slice names every given ``K=V`` (``region=br`` matches ``region=br,device=ios``)
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -397,3 +398,34 @@ def run(name: str, scope: Scope, runner: Runner) -> Result:
     sql, params = render(query, scope)
     out = runner(sql, params)
     return Result(query.name, list(out.columns), [list(r) for r in out.rows], str(out.via))
+
+
+_QUERY_FOR_METRIC = {
+    "copied_error_overlap": "copied-errors", "student_fact_error_rate": "copied-errors",
+    "teacher_fact_error_rate": "copied-errors", "hallucination_rate": "copied-errors",
+    "fallback_rate": "fallback-cost", "fallback_rate_naive": "fallback-cost",
+    "cost_per_1k_usd": "fallback-cost", "projected_daily_cost_usd": "fallback-cost",
+    "grounded_gap": "freshness-gap", "student_grounded_rate": "freshness-gap",
+    "new_title_share": "freshness-gap", "retrieval_miss_rate": "freshness-gap",
+    "ece": "calibration", "teacher_ece": "calibration", "brier": "calibration",
+}
+
+
+def query_for_metric(metric: str) -> str:
+    """The saved query that shows the requests behind an alert on ``metric``."""
+    if "latency" in metric:
+        return LATENCY_BY_SLICE.name
+    return _QUERY_FOR_METRIC.get(metric, CONFIDENT_ERRORS.name)
+
+
+def command_for_alert(alert: dict[str, Any], margin: timedelta = timedelta(hours=1)) -> str:
+    """One command from an alert to the requests behind it (its episode plus a margin)."""
+    start = alert["starts_at"] - margin
+    end = (alert["ends_at"] or alert["starts_at"]) + margin
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    parts = ["distillwatch forensics", query_for_metric(alert["metric"]),
+             f"--since {start.astimezone(UTC).strftime(fmt)}",
+             f"--until {end.astimezone(UTC).strftime(fmt)}" if alert["ends_at"] else ""]
+    if alert["slice"] != "all":
+        parts.append(f"--slice {shlex.quote(alert['slice'])}")
+    return " ".join(p for p in parts if p)
