@@ -12,6 +12,7 @@ from distillwatch.cli import evaluate, kafka, replay, run, schema, simulate, sql
 from distillwatch.cli import worker
 from distillwatch.cli import alerts
 from distillwatch.cli import forensics
+from distillwatch.cli import report
 from distillwatch.cli.context import console_err, fail
 from distillwatch.settings import load_settings
 from schemas.errors import DistillwatchError
@@ -52,6 +53,7 @@ app.command("run")(run.run)
 app.command("sql")(sql.sql)
 app.command("worker")(worker.worker)
 app.command("forensics")(forensics.forensics_command)
+app.command("report")(report.report)
 
 
 def main() -> None:
