@@ -211,6 +211,14 @@ class RetrainSettings(_Section):
     jobs_dir: Path | None = Field(default=None, description="default: DATA_DIR/retrain")
 
 
+class DriftSettings(_Section):
+    """River drift detectors on every judged alerting window (ADWIN, Page–Hinkley, KSWIN)."""
+
+    enabled: bool = True
+    deliver: bool = Field(default=False, description="send drift events to the targets (else only stored)")
+    hold_windows: int = Field(default=5, ge=1, description="windows without detection before a drift resolves")
+
+
 class AlertingSettings(_Section):
     """Where alerts are delivered and how delivery is retried (DESIGN §6)."""
 
@@ -225,6 +233,7 @@ class AlertingSettings(_Section):
     settle_s: float = Field(default=10.0, ge=0, description="a closed window is judged once the input is "
                             "settled, or this long after it closed (late responses and labels revise it)")
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     @field_validator("targets")
     @classmethod

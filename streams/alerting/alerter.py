@@ -30,6 +30,7 @@ from evaluators.alert_tracker import RuleTracker, Transition
 from evaluators.breaches import evaluate_window
 from evaluators.readout import MetricRow
 from evaluators.rules import RuleSet
+from streams.alerting.drift_watch import SERIES, DriftEvent, DriftWatch
 from streams.alerting.evidence import EvidenceFinder
 from streams.alerting.notification import Notification, alert_id_for
 from streams.clickhouse import Store
@@ -53,7 +54,8 @@ class Alerter:
                  evidence: EvidenceFinder, model: str, on_firing: OnFiring | None = None,
                  min_interval_s: float = 0.5,
                  required_parts: Callable[[], set[str]] = set,
-                 settled: Callable[[], bool] = lambda: True, settle_s: float = 10.0) -> None:
+                 settled: Callable[[], bool] = lambda: True, settle_s: float = 10.0,
+                 drift: bool = True, drift_hold_windows: int = 5) -> None:
         self.store = store
         self.lock = lock
         self.rules = rules
@@ -68,6 +70,8 @@ class Alerter:
         """Whether all input read so far is evaluated and written (nothing in flight)."""
         self.settle_s = settle_s
         self._complete_since: dict[int, list[tuple[int, float]]] = {s: [] for s in self.sizes}
+        self.drift = DriftWatch(drift_hold_windows) if drift else None
+        """Drift detectors, fed on the smallest window size only."""
         self.trackers = {s: RuleTracker(rules, s) for s in self.sizes}
         self.firing: dict[str, dict[str, Any]] = {}
         """fingerprint → the firing notification (JSON-ready), for its resolution."""
@@ -93,6 +97,9 @@ class Alerter:
             if size in self.trackers:
                 self.trackers[size] = RuleTracker.from_dict(item, self.rules)
         self.firing = dict(state.get("firing", {}))
+        if self.drift is not None:
+            saved = state.get("drift")
+            self.drift = DriftWatch.from_dict(saved) if saved else DriftWatch(self.drift.hold_windows)
         for key, value in state.get("extra", {}).items():  # in place: others hold references
             if isinstance(value, dict) and isinstance(self.extra.get(key), dict):
                 self.extra[key].clear()
@@ -104,7 +111,8 @@ class Alerter:
     def save(self) -> None:
         self._version = max(self._version + 1, time.time_ns())
         state = {"trackers": [t.to_dict() for t in self.trackers.values()],
-                 "firing": self.firing, "extra": self.extra}
+                 "firing": self.firing, "extra": self.extra,
+                 "drift": self.drift.to_dict() if self.drift is not None else None}
         row = {"key": STATE_KEY, "state": orjson.dumps(state).decode(), "version": self._version}
         self._insert("alert_state", [row], f"state:{self._version}")
 
@@ -130,6 +138,9 @@ class Alerter:
                 log.info("judged window %d/%ds: %d rows, %d breaches", start, size, len(rows), len(breaches))
                 transitions = tracker.step(start, breaches)
                 events += [self._notification(t, rows) for t in transitions]
+                if self.drift is not None and size == self.sizes[0]:
+                    events += [self._drift_notification(e) for e in
+                               self.drift.step(start, size, self._requests(start, size))]
                 self.judged_windows += 1
         if events:
             self._insert("alerts", [self._alert_row(n) for n in events],
@@ -235,6 +246,38 @@ class Alerter:
         )
         if t.kind == "firing":
             self.firing[t.fingerprint] = orjson.loads(n.to_json())
+        return n
+
+    def _requests(self, start: int, size: int) -> list[tuple[dict[str, str], int | None, int, float | None]]:
+        rows = self._query(
+            "SELECT slice, student_correct, fallback, student_top1 "
+            f"FROM {self.store.database}.shadow_evaluations FINAL "
+            "WHERE ts >= toDateTime64({w:Int64}, 3, 'UTC') AND ts < toDateTime64({e:Int64}, 3, 'UTC') "
+            "AND student_answered = 1 ORDER BY ts, request_id", {"w": start, "e": start + size})
+        return [(dict(sl), c, int(f), t) for sl, c, f, t in rows]
+
+    def _drift_notification(self, e: DriftEvent) -> Notification:
+        fingerprint = f"{e.rule}/{e.slice}"
+        if e.kind == "resolved" and fingerprint in self.firing:
+            fired = Notification.from_json(orjson.dumps(self.firing.pop(fingerprint)).decode())
+            return replace(fired, alert_id=alert_id_for(fingerprint, "resolved", e.window_start, e.window_s),
+                           status="resolved", ends_at=float(e.window_start), window_start=e.window_start,
+                           summary=f"resolved: no {e.detector} drift of {SERIES[e.detector]} on {e.slice} "
+                                   f"for {self.drift.hold_windows if self.drift else 0} windows")
+        ev = self.evidence.find("student_correct" if e.detector == "adwin" else
+                                "fallback_rate" if e.detector == "page_hinkley" else "ece",
+                                e.slice, e.window_start, e.window_s)
+        n = Notification(
+            alert_id=alert_id_for(fingerprint, e.kind, e.window_start, e.window_s),
+            fingerprint=fingerprint, status=e.kind, rule=e.rule, slice=e.slice, severity="info",
+            metric=SERIES[e.detector], value=None, threshold=None, op=">",
+            window_start=e.window_start, window_s=e.window_s, starts_at=float(e.window_start),
+            ends_at=float(e.window_start) if e.kind == "resolved" else None, model=self.model,
+            summary=f"{e.detector} detected drift in {SERIES[e.detector]} on {e.slice}",
+            forensics_sql=ev.forensics_sql, example_request_ids=ev.example_request_ids,
+            replay_offsets=ev.replay_offsets)
+        if e.kind == "firing":
+            self.firing[fingerprint] = orjson.loads(n.to_json())
         return n
 
     @staticmethod

@@ -35,13 +35,14 @@ TERMINAL = ("delivered", "failed", "gave_up")
 
 class Outbox(threading.Thread):
     def __init__(self, store: Store, lock: threading.Lock, targets: Sequence[TargetConfig],
-                 policy: RetryPolicy, poll_s: float = 1.0) -> None:
+                 policy: RetryPolicy, poll_s: float = 1.0, deliver_drift: bool = False) -> None:
         super().__init__(name="alert-outbox", daemon=True)
         self.store = store
         self.lock = lock
         self.targets = list(targets)
         self.policy = policy
         self.poll_s = poll_s
+        self.deliver_drift = deliver_drift
         self.error: BaseException | None = None
         self.delivered = 0
         self.pending = 0
@@ -112,8 +113,9 @@ class Outbox(threading.Thread):
             rows = self.store.query(
                 f"SELECT evidence FROM {db}.alerts FINAL WHERE alert_id NOT IN ("
                 f"SELECT alert_id FROM {db}.alert_deliveries WHERE target = {{t:String}} "
-                f"AND status IN {TERMINAL}) ORDER BY window_start, status = 'resolved', alert_id",
-                parameters={"t": target}).result_rows
+                f"AND status IN {TERMINAL}) AND (rule NOT LIKE 'drift:%' OR {{drift:UInt8}}) "
+                "ORDER BY window_start, status = 'resolved', alert_id",
+                parameters={"t": target, "drift": int(self.deliver_drift)}).result_rows
         self.pending = len(rows)
         return [Notification.from_json(r[0]) for r in rows]
 

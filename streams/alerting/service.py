@@ -74,7 +74,8 @@ class AlertingService:
         evidence = EvidenceFinder(store, settings.evaluation.high_risk, settings.topic(topics.REQUESTS))
         self.alerter = Alerter(store, lock, rules, settings.evaluation.windows_s, evidence, cfg.model,
                                required_parts=PartitionsWithData(settings, topics.REQUESTS),
-                               settled=settled, settle_s=cfg.settle_s)
+                               settled=settled, settle_s=cfg.settle_s,
+                               drift=cfg.drift.enabled, drift_hold_windows=cfg.drift.hold_windows)
         self.alerter.load()
         retrain = cfg.retrain
         jobs_dir = retrain.jobs_dir or Path(settings.data_dir) / "retrain"
@@ -84,7 +85,7 @@ class AlertingService:
             retrain.cooldown_s, retrain.snapshot_s, retrain.launcher,
             self.alerter.extra.setdefault("retrain_cooldowns", {}))
         self.alerter.on_firing = self.trigger
-        self.outbox = Outbox(store, lock, cfg.targets, cfg.retry, cfg.poll_s)
+        self.outbox = Outbox(store, lock, cfg.targets, cfg.retry, cfg.poll_s, cfg.drift.deliver)
         self.launcher = Launcher(store, lock, retrain.launcher, retrain.command_template, self.producer,
                                  settings.topic(topics.MODELS), tuple(retrain.train_args))
         self.errors = 0
