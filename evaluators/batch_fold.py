@@ -1,11 +1,12 @@
 """Folding many requests into their slices' states at once.
 
 Adding one request to each of its ~10 slice states costs ~3 µs a slice in Python. A window
-instead buffers its requests' counter rows in a matrix and folds them together: the counters
-of every slice are one product, ``incidence (slices × requests) @ counts (requests ×
-counters)``, and the sketch keys of every (slice, key) pair are counted with one
-``np.unique``. Counters are sums, so the result equals one-by-one addition (integer counts
-exactly; float sums up to rounding in the order of addition).
+instead buffers its requests (their evaluations, or ready counter rows) and folds them
+together: the counter rows of the batch are computed column by column
+(``evaluators.columnar``), the counters of every slice are one product, ``incidence (slices ×
+requests) @ counts (requests × counters)``, and the sketch keys of every (slice, key) pair are
+counted with one ``np.unique``. Counters are sums, so the result equals one-by-one addition
+(integer counts exactly; float sums up to rounding in the order of addition).
 """
 
 from __future__ import annotations
@@ -14,57 +15,151 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from evaluators.columnar import ColumnarCounts
+from evaluators.request import RequestEvaluation
 from evaluators.window_state import NO_VALUE, ZERO_BUCKET, Contribution, Layout, WindowState
 
-_KEY_OFFSET = 1 << 20
-"""Sketch keys are small integers (log buckets); this separates slices in one code."""
+MAX_COMBOS = 1 << 16
+"""Distinct slice lists remembered by a SliceIndex before it starts over (bounds memory)."""
+
+
+class SliceIndex:
+    """Slice names and the distinct slice lists requests come with, as small integers.
+
+    Requests of one window share few slice lists (a cached list per combination of slice
+    attributes), so a batch maps each list to an id once and expands the ids to (slice,
+    request) memberships with numpy instead of a Python loop over every membership.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.names: list[str] = []
+        self._name_ids: dict[str, int] = {}
+        self._combo_ids: dict[tuple[str, ...], int] = {}
+        self._rows: list[list[int]] = []
+        self._table = np.full((0, 1), -1, dtype=np.int64)
+        self._table_rows = 0
+
+    def combos(self, slice_lists: Sequence[Sequence[str]]) -> np.ndarray:
+        """Id of each slice list (registered on first sight)."""
+        if len(self._combo_ids) > MAX_COMBOS:
+            self._reset()
+        ids = self._combo_ids
+        out = []
+        for slices in slice_lists:
+            key = slices if type(slices) is tuple else tuple(slices)
+            cid = ids.get(key)
+            if cid is None:
+                cid = ids[key] = len(self._rows)
+                names = self._name_ids
+                # a name listed twice (a one-key cross) is still one membership
+                self._rows.append([names.setdefault(s, len(names)) for s in dict.fromkeys(key)])
+            out.append(cid)
+        self.names = list(self._name_ids)
+        return np.asarray(out, dtype=np.int64)
+
+    def table(self) -> np.ndarray:
+        """(combos × longest list) slice ids, padded with -1 (rows added since last call)."""
+        done, rows = self._table_rows, self._rows
+        if done < len(rows):
+            new = rows[done:]
+            width = max(self._table.shape[1], max(len(r) for r in new))
+            if width > self._table.shape[1]:
+                grown = np.full((done, width), -1, dtype=np.int64)
+                grown[:, : self._table.shape[1]] = self._table
+                self._table = grown
+            block = np.full((len(new), width), -1, dtype=np.int64)
+            for i, row in enumerate(new):
+                block[i, : len(row)] = row
+            self._table = np.concatenate([self._table, block])
+            self._table_rows = len(rows)
+        return self._table
 
 
 class Batch:
-    """Up to ``capacity`` requests of one window: counter rows, sketch keys, slices."""
+    """Up to ``capacity`` requests of one window: evaluations or counter rows, with slices."""
 
-    __slots__ = ("counts", "keys", "signs", "slices", "n")
+    __slots__ = ("capacity", "evs", "ev_rows", "ev_signs", "fixed", "fixed_rows", "slices", "n")
 
-    def __init__(self, capacity: int, layout: Layout) -> None:
-        self.counts = np.zeros((capacity, layout.size))
-        self.keys = np.empty((capacity, 3), dtype=np.int64)
-        self.signs = np.empty(capacity, dtype=np.int64)
+    def __init__(self, capacity: int, layout: Layout | None = None) -> None:
+        self.capacity = capacity
+        self.evs: list[RequestEvaluation] = []
+        self.ev_rows: list[int] = []
+        self.ev_signs: list[int] = []
+        self.fixed: list[Contribution] = []
+        self.fixed_rows: list[int] = []
         self.slices: list[Sequence[str]] = []
         self.n = 0
 
     @property
     def full(self) -> bool:
-        return self.n == len(self.signs)
+        return self.n >= self.capacity
 
     def append(self, slices: Sequence[str], contrib: Contribution) -> None:
-        i = self.n
-        self.counts[i] = contrib.counts
-        self.keys[i] = contrib.keys
-        self.signs[i] = contrib.sign
+        """A request whose counter row is already computed."""
+        self.fixed.append(contrib)
+        self.fixed_rows.append(self.n)
         self.slices.append(slices)
-        self.n = i + 1
+        self.n += 1
+
+    def append_evaluation(self, slices: Sequence[str], ev: RequestEvaluation, sign: int = 1) -> None:
+        """A request whose counter row is computed when the batch is folded."""
+        self.evs.append(ev)
+        self.ev_rows.append(self.n)
+        self.ev_signs.append(sign)
+        self.slices.append(slices)
+        self.n += 1
+
+    def rows(self, columnar: ColumnarCounts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(counts n × size, sketch keys n × 3, signs n) of every request, in order."""
+        if not self.fixed:
+            counts, keys = columnar.rows(self.evs, self.ev_signs)
+            return counts, keys, np.asarray(self.ev_signs, dtype=np.int64)
+        n = self.n
+        counts = np.empty((n, columnar.layout.size))
+        keys = np.empty((n, 3), dtype=np.int64)
+        signs = np.empty(n, dtype=np.int64)
+        if self.evs:
+            c, k = columnar.rows(self.evs, self.ev_signs)
+            counts[self.ev_rows], keys[self.ev_rows], signs[self.ev_rows] = c, k, self.ev_signs
+        for row, contrib in zip(self.fixed_rows, self.fixed, strict=True):
+            counts[row], keys[row], signs[row] = contrib.counts, contrib.keys, contrib.sign
+        return counts, keys, signs
 
 
-def fold(states: dict[str, WindowState], batch: Batch, layout: Layout) -> None:
+def fold(states: dict[str, WindowState], batch: Batch, layout: Layout,
+         columnar: ColumnarCounts | None = None, index: SliceIndex | None = None) -> None:
     """Add every request of ``batch`` to the state of each of its slices (creating states)."""
     n = batch.n
     if n == 0:
         return
-    slice_ids: dict[str, int] = {}
-    member_slice: list[int] = []
-    member_row: list[int] = []
-    for i, slices in enumerate(batch.slices):
-        for key in slices:
-            member_slice.append(slice_ids.setdefault(key, len(slice_ids)))
-            member_row.append(i)
-    m_slice = np.asarray(member_slice, dtype=np.int64)
-    m_row = np.asarray(member_row, dtype=np.int64)
-    incidence = np.zeros((len(slice_ids), n))
+    columnar = columnar if columnar is not None else ColumnarCounts(layout)
+    index = index if index is not None else SliceIndex()
+    counts, keys, signs = batch.rows(columnar)
+
+    # (slice, request) memberships: request rows in order, each request's slices in order
+    combo_ids = index.combos(batch.slices)
+    members = index.table()[combo_ids]
+    present = members >= 0
+    m_global = members[present]
+    m_row = np.nonzero(present)[0]
+    # local slice ids in order of first appearance (the order states are created in)
+    uniq, first, inverse = np.unique(m_global, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq))
+    m_slice = rank[inverse.reshape(-1)]
+    names = index.names
+
+    incidence = np.zeros((len(uniq), n))
     incidence[m_slice, m_row] = 1.0
-    sums = incidence @ batch.counts[:n]
+    sums = incidence @ counts
 
     targets = []
-    for name in slice_ids:
+    for gid in uniq[order].tolist():
+        name = names[gid]
         state = states.get(name)
         if state is None:
             state = states[name] = WindowState.empty(layout)
@@ -72,18 +167,64 @@ def fold(states: dict[str, WindowState], batch: Batch, layout: Layout) -> None:
     for state, row in zip(targets, sums, strict=True):
         state.counts += row
 
+    all_added = bool((signs > 0).all())
     for col in range(3):
-        column = batch.keys[m_row, col]
-        present = column != NO_VALUE
-        if not present.any():
+        column = keys[m_row, col]
+        present_k = column != NO_VALUE
+        if not present_k.any():
             continue
-        key_of = column[present]
-        zero = key_of == ZERO_BUCKET
-        code = m_slice[present] * _KEY_OFFSET + np.where(zero, _KEY_OFFSET - 1, key_of + _KEY_OFFSET // 2)
-        uniq, inverse = np.unique(code, return_inverse=True)
-        totals = np.bincount(inverse, weights=batch.signs[m_row[present]])
-        for code_, total in zip(uniq.tolist(), totals.tolist(), strict=True):
-            if total:
-                slot, raw = divmod(code_, _KEY_OFFSET)
-                bucket = None if raw == _KEY_OFFSET - 1 else raw - _KEY_OFFSET // 2
-                targets[slot].sketches()[col].add_key(bucket, int(total))
+        weights = None if all_added else signs[m_row[present_k]]
+        _add_keys(targets, col, *_key_totals(m_slice[present_k], column[present_k], weights, len(uniq)))
+
+
+DENSE_CELLS = 1 << 22
+"""Largest (slices × key range) grid counted densely; wider spreads are sorted instead."""
+
+
+def _key_totals(slots: np.ndarray, keys: np.ndarray, weights: np.ndarray | None, n_slots: int
+                ) -> tuple[list[int], list[int], list[bool], list[int]]:
+    """Distinct (slot, key) pairs with their total weight (zero totals dropped), by slot.
+
+    Keys of one batch span a few hundred buckets, so a dense ``bincount`` over (slot, key)
+    cells replaces a sort; ZERO_BUCKET is cell 0 of each slot.
+    """
+    zero = keys == ZERO_BUCKET
+    real = keys[~zero]
+    base = int(real.min()) - 1 if len(real) else 0
+    width = (int(real.max()) - base + 1) if len(real) else 1
+    pos = np.where(zero, 0, keys - base)
+    if n_slots * width <= DENSE_CELLS:
+        dense = np.bincount(slots * width + pos, weights=weights, minlength=n_slots * width)
+        cells = np.flatnonzero(dense)
+        totals = dense[cells]
+    else:
+        cells, inverse = np.unique(slots * width + pos, return_inverse=True)
+        totals = np.bincount(inverse.reshape(-1), weights=weights)
+        kept = totals != 0
+        cells, totals = cells[kept], totals[kept]
+    raw = cells % width
+    return ((cells // width).tolist(), (raw + base).tolist(), (raw == 0).tolist(),
+            totals.astype(np.int64).tolist())
+
+
+def _add_keys(targets: list[WindowState], col: int, slots: list[int], keys: list[int],
+              zeros: list[bool], totals: list[int]) -> None:
+    """Add each (slice, key) total to its slice's sketch: one tight loop, no per-key calls."""
+    current = -1
+    bins: dict[int, int] = {}
+    sketch = None
+    for slot, key, is_zero, total in zip(slots, keys, zeros, totals, strict=True):
+        if slot != current:
+            current = slot
+            sketch = targets[slot].sketches()[col]
+            bins = sketch.bins
+        assert sketch is not None
+        sketch.count += total
+        if is_zero:
+            sketch.zeros += total
+            continue
+        new = bins.get(key, 0) + total
+        if new:
+            bins[key] = new
+        else:
+            del bins[key]

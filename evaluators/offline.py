@@ -22,9 +22,8 @@ from evaluators.catalog import Catalog
 from evaluators.config import EvalConfig
 from evaluators.readout import MetricRow, window_rows
 from evaluators.request import RequestEvaluation, evaluate_request
-from evaluators.sketch import QuantileSketch
-from evaluators.slicing import slices_of
-from evaluators.window_state import Layout, contribution
+from evaluators.slicing import Slicer
+from evaluators.window_state import Layout
 from evaluators.windowing import ClosedWindow, TumblingWindows
 from evaluators.inputs import LabelLike
 from schemas.errors import ContractError
@@ -162,11 +161,11 @@ def evaluate_log(
     """Metric rows of every closed window, in window order, for a replay log."""
     summary = summary if summary is not None else LogSummary()
     layout = Layout(config)
-    sketch = QuantileSketch()
+    slicer = Slicer(config)
     labels = collect_labels(source(), summary)
     windows = TumblingWindows(window_s, grace_s, layout)
     for ev in evaluated_requests(source(), labels, config, summary):
-        windows.add(ev.ts.timestamp(), slices_of(ev, config), contribution(ev, layout, sketch))
+        windows.add(ev.ts.timestamp(), slicer(ev), ev)
         for closed in windows.pop_closed():
             yield from _rows(closed, layout)
     for closed in windows.pop_all():

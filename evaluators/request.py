@@ -44,14 +44,26 @@ class ModelView:
 
 
 ABSENT = ModelView()
+_NO_KEYS: frozenset[tuple[str, str, frozenset[str]]] = frozenset()
 
 
 def top_two(probs: Mapping[str, float], order: dict[str, int]) -> tuple[str, float, float]:
     """(top-1 class, top-1 prob, top-2 prob); ties go to the earlier configured class."""
+    values = list(probs.values())
+    if len(values) >= 2:  # the usual case, in C: sort the values, find the unique maximum
+        ranked = sorted(values)
+        best, second = ranked[-1], ranked[-2]
+        if best != second:
+            return list(probs)[values.index(best)], best, max(second, 0.0)
+    return _top_two_ties(probs, order)
+
+
+def _top_two_ties(probs: Mapping[str, float], order: dict[str, int]) -> tuple[str, float, float]:
+    """top_two when the top-1 probability is shared (or there are fewer than two classes)."""
     best = second = -1.0
     best_name = ""
     best_rank: tuple[int, str] = (_UNRANKED, "")
-    for name, p in probs.items():  # one pass: this runs for every response
+    for name, p in probs.items():
         if p > best:
             second, best, best_name, best_rank = best, p, name, (order.get(name, _UNRANKED), name)
         elif p == best:
@@ -67,33 +79,36 @@ def top_two(probs: Mapping[str, float], order: dict[str, int]) -> tuple[str, flo
 def view_of(response: ResponseLike | None, catalog: Catalog, order: dict[str, int]) -> ModelView:
     if response is None:
         return ABSENT
-    if response.error is not None or response.intent_probs is None:
+    probs = response.intent_probs
+    if response.error is not None or probs is None:
         return ModelView(present=True, error=response.error or "no intent_probs",
                          model=response.model, version=response.model_version,
                          latency_ms=response.latency_ms)
-    intent, top1, top2 = top_two(response.intent_probs, order)
+    intent, top1, top2 = top_two(probs, order)
     checkable = False
     wrong = unknown = 0
     all_correct = True
-    wrong_keys = set()
-    for claim in response.claims:
-        verdict = catalog.check(claim)
-        if verdict is Verdict.CORRECT:
-            checkable = True
-            continue
-        all_correct = False
-        if verdict is Verdict.WRONG:
-            checkable = True
-            wrong += 1
-            wrong_keys.add(claim_key(claim))
-        elif verdict is Verdict.UNKNOWN_ENTITY:
-            unknown += 1
-    return ModelView(
-        present=True, answered=True, model=response.model, version=response.model_version,
-        intent=intent, top1=top1, top2=top2, latency_ms=response.latency_ms,
-        checkable=checkable, wrong_claims=wrong, unknown_entity_claims=unknown,
-        all_claims_correct=all_correct, wrong_keys=frozenset(wrong_keys),
-    )
+    wrong_keys: frozenset[tuple[str, str, frozenset[str]]] = _NO_KEYS
+    claims = response.claims
+    if claims:
+        found = set()
+        for claim in claims:
+            verdict = catalog.check(claim)
+            if verdict is Verdict.CORRECT:
+                checkable = True
+                continue
+            all_correct = False
+            if verdict is Verdict.WRONG:
+                checkable = True
+                wrong += 1
+                found.add(claim_key(claim))
+            elif verdict is Verdict.UNKNOWN_ENTITY:
+                unknown += 1
+        if found:
+            wrong_keys = frozenset(found)
+    # positional, in field order: this runs for every response
+    return ModelView(True, True, None, response.model, response.model_version, intent, top1, top2,
+                     response.latency_ms, checkable, wrong, unknown, all_correct, wrong_keys)
 
 
 @dataclass(slots=True)
@@ -151,10 +166,11 @@ def reference_of(
     production: str | None, teacher: ModelView, labels: Sequence[LabelLike]
 ) -> tuple[str | None, str | None]:
     """Latest human label's intent, else the request's reference, else the teacher's top-1."""
-    human = [lb for lb in labels if lb.source == "human" and lb.intent is not None]
-    if human:
-        latest = max(enumerate(human), key=lambda il: (il[1].ts, il[0]))[1]
-        return latest.intent, "human"
+    if labels:
+        human = [lb for lb in labels if lb.source == "human" and lb.intent is not None]
+        if human:
+            latest = max(enumerate(human), key=lambda il: (il[1].ts, il[0]))[1]
+            return latest.intent, "human"
     if production is not None:
         return production, "request"
     if teacher.answered:
@@ -175,7 +191,7 @@ def evaluate_request(
     order = config.order
     t = view_of(teacher, catalog, order)
     s = view_of(student, catalog, order)
-    r = view_of(replica, catalog, order)
+    r = view_of(replica, catalog, order) if replica is not None else ABSENT
     production = request.reference.intent if request.reference is not None else None
     reference, source = reference_of(production, t, labels)
 
@@ -183,21 +199,27 @@ def evaluate_request(
     if s.wrong_keys and t.answered:
         copied = _count_copied(student, t.wrong_keys, catalog) if student else 0
 
-    covered = {ev.entity_id for ev in request.evidence if ev.entity_id}
-    names_entity = bool(request.entities)
-    miss = any(e not in covered for e in request.entities)
-
-    ages = [
-        (request.ts - introduced).total_seconds() / SECONDS_PER_DAY
-        for e in request.entities
-        if (introduced := catalog.introduced_at(e)) is not None
-    ]
-    title_age = min(ages) if ages else None
+    ts = request.ts
+    entities = request.entities
+    names_entity = bool(entities)
+    miss = False
+    title_age = None
+    if entities:
+        covered = {ev.entity_id for ev in request.evidence if ev.entity_id}
+        introduced_at = catalog.introduced_at
+        for e in entities:
+            if e not in covered:
+                miss = True
+            introduced = introduced_at(e)
+            if introduced is not None:
+                age = (ts - introduced).total_seconds() / SECONDS_PER_DAY
+                if title_age is None or age < title_age:
+                    title_age = age
     new_title = title_age is not None and title_age <= config.new_title_days
 
     dataset_age = None
     if student is not None and student.data_snapshot_ts is not None:
-        dataset_age = (request.ts - student.data_snapshot_ts).total_seconds() / SECONDS_PER_DAY
+        dataset_age = (ts - student.data_snapshot_ts).total_seconds() / SECONDS_PER_DAY
 
     fallback = naive = None
     if s.answered:
@@ -211,15 +233,12 @@ def evaluate_request(
     served_by_teacher = fallback is not False
     cost = (config.teacher_cost_per_1k if served_by_teacher else config.student_cost_per_1k) / 1000.0
 
-    preferences = tuple(lb.preferred for lb in labels if lb.preferred is not None)
+    preferences = tuple(lb.preferred for lb in labels if lb.preferred is not None) if labels else ()
+    # positional, in field order: this runs for every request
     return RequestEvaluation(
-        request_id=request.request_id, ts=request.ts, slice=request.slice,
-        multi_intent=request.multi_intent, teacher=t, student=s, replica=r,
-        reference_intent=reference, reference_source=source, production_reference=production,
-        copied_claims=copied,
-        names_entity=names_entity, retrieval_miss=miss, title_age_days=title_age,
-        new_title=new_title, dataset_age_days=dataset_age, preferences=preferences,
-        fallback=fallback, fallback_naive=naive, cost_usd=cost,
+        request.request_id, ts, request.slice, request.multi_intent, t, s, r,
+        reference, source, production, copied, names_entity, miss, title_age, new_title,
+        dataset_age, preferences, fallback, naive, cost,
     )
 
 

@@ -34,6 +34,11 @@ class QuantileSketch:
         self._gamma = (1 + self.relative_accuracy) / (1 - self.relative_accuracy)
         self._log_gamma = math.log(self._gamma)
 
+    @property
+    def log_gamma(self) -> float:
+        """``log(gamma)``: a value's bucket is ``ceil(log(value) / log_gamma)``."""
+        return self._log_gamma
+
     def key(self, value: float) -> int | None:
         """Bucket index of a value (None: the zero bucket). Exposed so callers can reuse it."""
         if value <= self.min_value:

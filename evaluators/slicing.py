@@ -27,3 +27,27 @@ def slices_of(ev: RequestEvaluation, config: EvalConfig) -> list[str]:
     out.append("freshness=new" if ev.new_title else "freshness=established")
     out.append("multi_intent=true" if ev.multi_intent else "multi_intent=false")
     return out
+
+
+class Slicer:
+    """``slices_of`` with the answer cached per combination of what it depends on.
+
+    Requests repeat a few combinations of slice attributes, reference intent, freshness and
+    multi-intent, so the names are built once per combination and shared (as one tuple,
+    which also lets a window batch map each combination to its slices once). The cache
+    starts over when it holds ``max_entries`` combinations, so memory stays bounded.
+    """
+
+    def __init__(self, config: EvalConfig, max_entries: int = 100_000) -> None:
+        self.config = config
+        self.max_entries = max_entries
+        self._cache: dict[tuple[object, ...], tuple[str, ...]] = {}
+
+    def __call__(self, ev: RequestEvaluation) -> tuple[str, ...]:
+        key = (tuple(ev.slice.items()), ev.reference_intent, ev.new_title, ev.multi_intent)
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            hit = self._cache[key] = tuple(slices_of(ev, self.config))
+        return hit

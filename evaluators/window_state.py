@@ -27,7 +27,7 @@ _PER_CLASS = ("s_ref", "s_tp", "s_pred", "t_ref", "t_tp")
 _PER_BIN = ("s_bin_n", "s_bin_conf", "s_bin_correct", "t_bin_n", "t_bin_conf", "t_bin_correct")
 NO_VALUE = -(1 << 62)
 ZERO_BUCKET = NO_VALUE + 1
-_PREFERENCE_SCORE = {"student": 1.0, "tie": 0.5, "teacher": 0.0}
+PREFERENCE_SCORE = {"student": 1.0, "tie": 0.5, "teacher": 0.0}
 
 
 class Layout:
@@ -149,7 +149,7 @@ def contribution(ev: RequestEvaluation, layout: Layout, sketch: QuantileSketch) 
         put("replica_agree", t.intent == ev.replica.intent)
     if ev.preferences:
         put("pref_n", len(ev.preferences))
-        put("pref_score", sum(_PREFERENCE_SCORE[p] for p in ev.preferences))
+        put("pref_score", sum(PREFERENCE_SCORE[p] for p in ev.preferences))
 
     def code(value: float | None) -> int:
         if value is None:

@@ -12,7 +12,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from evaluators.batch_fold import Batch, fold
+from evaluators.batch_fold import Batch, SliceIndex, fold
+from evaluators.columnar import ColumnarCounts
+from evaluators.request import RequestEvaluation
 from evaluators.window_state import Contribution, Layout, WindowState
 
 FOLD_EVERY = 1024
@@ -51,6 +53,8 @@ class TumblingWindows:
         self.late_events = 0
         self._earliest = math.inf
         """Start of the oldest open window (a cheap test for pop_closed)."""
+        self._columnar = ColumnarCounts(layout)
+        self._index = SliceIndex()
 
     @property
     def open(self) -> dict[int, dict[str, WindowState]]:
@@ -63,7 +67,7 @@ class TumblingWindows:
         batch = self._pending.pop(start, None)
         states = self._states.setdefault(start, {})
         if batch is not None:
-            fold(states, batch, self.layout)
+            fold(states, batch, self.layout, self._columnar, self._index)
 
     @property
     def watermark(self) -> float:
@@ -72,20 +76,26 @@ class TumblingWindows:
     def is_late(self, ts: float) -> bool:
         return window_start(ts, self.size) + self.size <= self.watermark
 
-    def add(self, ts: float, slices: Sequence[str], contrib: Contribution) -> bool:
-        """Fold a request into its window; False (and counted) when that window has closed."""
+    def add(self, ts: float, slices: Sequence[str], contrib: Contribution | RequestEvaluation,
+            sign: int = 1) -> bool:
+        """Fold a request into its window; False (and counted) when that window has closed.
+
+        ``contrib`` is a request's evaluation (its counters are computed with the rest of its
+        batch; ``sign`` -1 takes it back out) or its ready Contribution (``sign`` unused).
+        """
         if self.is_late(ts):
             self.late_events += 1
             return False
         start = window_start(ts, self.size)
         if start < self._earliest:
             self._earliest = start
-        self._append(start, slices, contrib)
+        self._append(start, slices, contrib, sign)
         if ts > self.max_event_ts:
             self.max_event_ts = ts
         return True
 
-    def revise(self, ts: float, slices: Sequence[str], contrib: Contribution) -> bool:
+    def revise(self, ts: float, slices: Sequence[str], contrib: Contribution | RequestEvaluation,
+               sign: int = 1) -> bool:
         """Add to the window of ``ts`` if it is still held (not yet popped), late or not.
 
         A label changes a request already counted: its correction belongs in the window even
@@ -94,14 +104,18 @@ class TumblingWindows:
         start = window_start(ts, self.size)
         if start not in self._states and start not in self._pending:
             return False
-        self._append(start, slices, contrib)
+        self._append(start, slices, contrib, sign)
         return True
 
-    def _append(self, start: int, slices: Sequence[str], contrib: Contribution) -> None:
+    def _append(self, start: int, slices: Sequence[str], contrib: Contribution | RequestEvaluation,
+                sign: int) -> None:
         batch = self._pending.get(start)
         if batch is None:
-            batch = self._pending[start] = Batch(FOLD_EVERY, self.layout)
-        batch.append(slices, contrib)
+            batch = self._pending[start] = Batch(FOLD_EVERY)
+        if isinstance(contrib, Contribution):
+            batch.append(slices, contrib)
+        else:
+            batch.append_evaluation(slices, contrib, sign)
         if batch.full:
             self._fold(start)
 

@@ -27,7 +27,7 @@ from evaluators.config import EvalConfig
 from evaluators.offline import label_key
 from evaluators.request import RequestEvaluation, evaluate_request, relabel, view_of
 from evaluators.sketch import QuantileSketch
-from evaluators.slicing import slices_of
+from evaluators.slicing import Slicer
 from evaluators.window_state import Layout, WindowState, contribution
 from evaluators.windowing import ClosedWindow, TumblingWindows, window_start
 from schemas.fastpath import Label, ModelResponse, ShadowRequest
@@ -104,6 +104,7 @@ class PartitionState:
             "late_responses": 0, "orphans_dropped": 0,
         }
         self._sketch = QuantileSketch()
+        self._slices = Slicer(config)
 
     @property
     def watermark(self) -> float:
@@ -236,12 +237,12 @@ class PartitionState:
         ev = evaluate_request(p.request, p.teacher, p.student, catalog, self.config, p.labels,
                               p.teacher_replica)
         self.counters["requests"] += 1
-        slices = slices_of(ev, self.config)
-        contrib = contribution(ev, self.layout, self._sketch)
+        slices = self._slices(ev)
         ts = ev.ts.timestamp()
         late = False
         for windows in self.windows.values():
-            if not windows.add(ts, slices, contrib):
+            # the evaluation itself: its counters are computed with the rest of its batch
+            if not windows.add(ts, slices, ev):
                 late = True
         if late:
             self.counters["late_events"] += 1
@@ -251,21 +252,21 @@ class PartitionState:
 
     def _replace(self, handle: Handle, new: RequestEvaluation, out: list[Evaluated]) -> None:
         ts = new.ts.timestamp()
-        old_slices = slices_of(handle.evaluation, self.config)
-        old = contribution(handle.evaluation, self.layout, self._sketch).negated()
-        slices = slices_of(new, self.config)
-        contrib = contribution(new, self.layout, self._sketch)
+        old_slices = self._slices(handle.evaluation)
+        slices = self._slices(new)
         for size, windows in self.windows.items():
-            if windows.revise(ts, old_slices, old):
-                windows.revise(ts, slices, contrib)
+            if windows.revise(ts, old_slices, handle.evaluation, -1):
+                windows.revise(ts, slices, new)
                 continue
             start = window_start(ts, size)
             states = self.retained[size].get(start)
             if states is None:
                 continue
-            for key in old_slices:
+            old = contribution(handle.evaluation, self.layout, self._sketch).negated()
+            contrib = contribution(new, self.layout, self._sketch)
+            for key in dict.fromkeys(old_slices):  # a slice listed twice is one membership
                 states.setdefault(key, WindowState.empty(self.layout)).add(old)
-            for key in slices:
+            for key in dict.fromkeys(slices):
                 states.setdefault(key, WindowState.empty(self.layout)).add(contrib)
             self.revised.add((size, start))
         handle.evaluation = new
