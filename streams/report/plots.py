@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from html import escape
 from typing import Any
 
 import matplotlib
@@ -28,15 +29,17 @@ STYLE = {"svg.fonttype": "path", "font.size": 9, "axes.spines.top": False,
          "axes.spines.right": False, "axes.titlesize": 10, "axes.titleweight": "bold"}
 
 
-def to_svg(fig: Figure, name: str) -> str:
-    """The figure as inline SVG: no XML prolog, ids unique to this figure."""
+def to_svg(fig: Figure, name: str, label: str) -> str:
+    """The figure as inline SVG: no XML prolog, ids unique to this figure, ``label`` as its
+    accessible name (text is drawn as paths, so this is the text a reader or test can find)."""
     buf = io.StringIO()
     with matplotlib.rc_context(STYLE | {"svg.hashsalt": name}):
         fig.savefig(buf, format="svg", bbox_inches="tight")
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
-    return re.sub(r'(<svg[^>]*?) width="([\d.]+)pt" height="([\d.]+)pt"',
-                  r'\1 width="100%" style="max-width:\2pt" data-height="\3pt"', svg, count=1)
+    svg = re.sub(r'(<svg[^>]*?) width="([\d.]+)pt" height="([\d.]+)pt"',
+                 r'\1 width="100%" style="max-width:\2pt" data-height="\3pt"', svg, count=1)
+    return svg.replace("<svg", f'<svg role="img" aria-label="{escape(label)}"', 1)
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -44,18 +47,21 @@ def _figure(width: float, height: float) -> Figure:
         return Figure(figsize=(width, height), layout="constrained")
 
 
-def _empty(fig: Figure, text: str = "no data in this period") -> None:
+NO_DATA = "no data in this period"
+
+
+def _empty(fig: Figure, name: str) -> str:
     ax = fig.add_subplot()
     ax.set_axis_off()
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color=PLAN)
+    ax.text(0.5, 0.5, NO_DATA, ha="center", va="center", fontsize=11, color=PLAN)
+    return to_svg(fig, name, NO_DATA)
 
 
 def reliability(calibration: dict[str, list[dict[str, Any]]], ece: dict[str, float | None]) -> str:
     """Accuracy against confidence per bin, student and teacher, with answers per bin below."""
     fig = _figure(6.4, 5.6)
     if not any(calibration.values()):
-        _empty(fig)
-        return to_svg(fig, "reliability")
+        return _empty(fig, "reliability")
     top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
     top.plot([0, 1], [0, 1], ls="--", color=PLAN, lw=1, label="perfect calibration")
     width = 1 / 15 / 2.4
@@ -72,7 +78,8 @@ def reliability(calibration: dict[str, list[dict[str, Any]]], ece: dict[str, flo
     top.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy", title="Reliability: student vs teacher")
     top.legend(loc="upper left", frameon=False)
     bottom.set(xlabel="top-1 confidence", ylabel="answers")
-    return to_svg(fig, "reliability")
+    scores = ", ".join(f"{m} ECE {v:.3f}" for m, v in ece.items() if v is not None)
+    return to_svg(fig, "reliability", f"Reliability diagram, student vs teacher ({scores})")
 
 
 def slice_heatmap(heat: Heatmap) -> str:
@@ -80,8 +87,7 @@ def slice_heatmap(heat: Heatmap) -> str:
     rows, cols = len(heat.slices), len(heat.metrics)
     fig = _figure(max(6.4, 0.82 * cols + 2.6), max(2.4, 0.3 * rows + 1.6))
     if rows == 0 or cols == 0:
-        _empty(fig)
-        return to_svg(fig, "heatmap")
+        return _empty(fig, "heatmap")
     ax = fig.add_subplot()
     grid = [[math.nan if d is None else d for d in row] for row in heat.deviation]
     ax.imshow(grid, cmap=BAD_GOOD, vmin=-1, vmax=1, aspect="auto")
@@ -92,7 +98,7 @@ def slice_heatmap(heat: Heatmap) -> str:
     ax.set_yticks(range(rows), [f"{s} ({_count(n)})" for s, n in zip(heat.slices, heat.requests, strict=True)])
     ax.tick_params(length=0)
     ax.set_title("Slices × metrics (green better, red worse than all)")
-    return to_svg(fig, "heatmap")
+    return to_svg(fig, "heatmap", f"Heatmap of {cols} metrics over {rows} slices")
 
 
 def metric_timelines(timelines: Sequence[Timeline], until: datetime) -> str:
@@ -100,8 +106,7 @@ def metric_timelines(timelines: Sequence[Timeline], until: datetime) -> str:
     shown = [t for t in timelines if t.series]
     fig = _figure(10, 2.3 * max(1, math.ceil(len(shown) / 2)) + 0.3)
     if not shown:
-        _empty(fig)
-        return to_svg(fig, "timelines")
+        return _empty(fig, "timelines")
     axes = fig.subplots(math.ceil(len(shown) / 2), 2, squeeze=False, sharex=True).ravel()
     for ax, t in zip(axes, shown, strict=False):
         for k, (sl, points) in enumerate(t.series.items()):
@@ -125,15 +130,15 @@ def metric_timelines(timelines: Sequence[Timeline], until: datetime) -> str:
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     for ax in axes[len(shown):]:
         ax.set_axis_off()
-    return to_svg(fig, "timelines")
+    alerts = sum(len(t.alerts) for t in shown)
+    return to_svg(fig, "timelines", f"Timelines of {len(shown)} metrics with {alerts} alert markers")
 
 
 def fallback_cost(rows: list[dict[str, Any]], planned_rate: float, alert_factor: float) -> str:
     """Fallback rate per hour against plan, and the daily cost it projects against the plan."""
     fig = _figure(10, 3.4)
     if not rows:
-        _empty(fig)
-        return to_svg(fig, "fallback")
+        return _empty(fig, "fallback")
     left, right = fig.subplots(1, 2)
     hours = [r["hour"] for r in rows]
     rates = [r["fallback_rate"] for r in rows]
@@ -156,7 +161,8 @@ def fallback_cost(rows: list[dict[str, Any]], planned_rate: float, alert_factor:
         locator = AutoDateLocator()
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    return to_svg(fig, "fallback")
+    return to_svg(fig, "fallback", f"Fallback per hour against a {planned_rate:.0%} plan; "
+                                   f"${spend:,.2f} spent against ${planned:,.2f} planned")
 
 
 def freshness_gap(rows: list[dict[str, Any]]) -> str:
@@ -164,8 +170,7 @@ def freshness_gap(rows: list[dict[str, Any]]) -> str:
     fig = _figure(8, 3.4)
     rows = [r for r in rows if r["teacher_grounded_rate"] is not None or r["student_grounded_rate"] is not None]
     if not rows:
-        _empty(fig)
-        return to_svg(fig, "freshness")
+        return _empty(fig, "freshness")
     ax = fig.add_subplot()
     xs = range(len(rows))
     teacher = [r["teacher_grounded_rate"] or 0 for r in rows]
@@ -180,7 +185,7 @@ def freshness_gap(rows: list[dict[str, Any]]) -> str:
     ax.set_xticks(list(xs), [f"{r['title_age']}\n{_count(r['requests'])} req" for r in rows])
     ax.set(ylim=(0, 1.12), ylabel="grounded answers", title="Freshness gap by title age")
     ax.legend(frameon=False, fontsize=7, loc="lower right")
-    return to_svg(fig, "freshness")
+    return to_svg(fig, "freshness", f"Grounded rates of teacher and student in {len(rows)} title-age buckets")
 
 
 def latency_by_slice(rows: list[dict[str, Any]], top: int = 30) -> str:
@@ -188,8 +193,7 @@ def latency_by_slice(rows: list[dict[str, Any]], top: int = 30) -> str:
     rows = [r for r in rows if r["student_p95_ms"] is not None or r["teacher_p95_ms"] is not None][:top]
     fig = _figure(10, max(2.4, 0.26 * len(rows) + 1.2))
     if not rows:
-        _empty(fig)
-        return to_svg(fig, "latency")
+        return _empty(fig, "latency")
     axes = fig.subplots(1, 2, sharey=True)
     ys = list(range(len(rows)))[::-1]
     for ax, model, color in ((axes[0], "student", STUDENT), (axes[1], "teacher", TEACHER)):
@@ -202,7 +206,7 @@ def latency_by_slice(rows: list[dict[str, Any]], top: int = 30) -> str:
         ax.set(title=f"{model} latency (ms)", xlabel="ms")
         ax.legend(frameon=False, fontsize=7, loc="lower right")
     axes[0].set_yticks(ys, [r["slice"] for r in rows])
-    return to_svg(fig, "latency")
+    return to_svg(fig, "latency", f"Latency p50, p95, p99 of student and teacher for {len(rows)} slices")
 
 
 def _short(v: float) -> str:

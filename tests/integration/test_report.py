@@ -1,0 +1,132 @@
+"""`distillwatch report` on a day of data: one self-contained file under 5 MB that headless
+Chromium renders with no console errors and no network requests, every plot present and
+drawn (checked in the DOM and in screenshots that are not blank)."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.integration.chromium import inspect_page, require_chromium
+
+pytestmark = pytest.mark.integration
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PLOTS = ("reliability", "heatmap", "timelines", "fallback", "freshness", "latency")
+ROWS = 300_000
+
+FILL = """
+import sys, time
+from datetime import UTC, datetime
+from bench.forensics_data import World, fill
+from streams.clickhouse import open_store
+from streams.migrations import migrate
+rows = int(sys.argv[2])
+start = datetime.fromtimestamp((int(time.time()) // 3600 - 24) * 3600, UTC)
+with open_store(sys.argv[1], owner="test_report fill") as store:
+    migrate(store)
+    if rows:
+        fill(store, World(start, 24 * 3600, rows))
+"""
+
+PROBE = """(() => {
+  const plots = [...document.querySelectorAll('figure.plot')].map(f => {
+    const svg = f.querySelector('svg');
+    const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+    return {id: f.id, svg: !!svg, width: box.width, height: box.height,
+            marks: svg ? svg.querySelectorAll('path, use, rect, line, polyline, polygon, image').length : 0,
+            label: svg ? svg.getAttribute('aria-label') : ''};
+  });
+  return {plots, alertRows: document.querySelectorAll('#alerts-table tr').length - 1,
+          cards: document.querySelectorAll('.card').length,
+          scripts: document.querySelectorAll('script').length,
+          external: [...document.querySelectorAll('[src], [href]')]
+              .map(e => e.getAttribute('src') || e.getAttribute('href'))
+              .filter(u => !u.startsWith('data:') && !u.startsWith('#'))};
+})()"""
+
+
+def _env(tmp: Path, dsn: str) -> dict[str, str]:
+    return {"PYTHONPATH": str(REPO_ROOT), "DISTILLWATCH_CLICKHOUSE__DSN": dsn,
+            "DISTILLWATCH_DATA_DIR": str(tmp / "data"), "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(tmp), "MPLCONFIGDIR": str(tmp / "mpl")}
+
+
+def _report(tmp: Path, rows: int) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    dsn = f"chdb://{tmp}/ch"
+    env = _env(tmp, dsn)
+    fill = subprocess.run([sys.executable, "-c", FILL, dsn, str(rows)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert fill.returncode == 0, fill.stderr[-2000:]
+    out = tmp / "report.html"
+    done = subprocess.run([sys.executable, "-m", "distillwatch", "report", "--since", "25h", "--out", str(out)],
+                          env=env, cwd=tmp, capture_output=True, text=True, timeout=600)
+    return out, done
+
+
+@pytest.fixture(scope="module")
+def day_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    out, done = _report(tmp_path_factory.mktemp("report"), ROWS)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{ROWS + ROWS // 100}" not in done.stdout  # the relabelled copies are not counted twice
+    assert f"{ROWS} requests" in done.stdout and "4 alerts" in done.stdout
+    yield out
+
+
+def test_a_day_of_data_gives_one_small_self_contained_file(day_report: Path) -> None:
+    html = day_report.read_text(encoding="utf-8")
+    assert day_report.stat().st_size <= 5 * 1024 * 1024
+    assert "<script" not in html.lower()
+    assert not re.search(r"""(?:src|href)\s*=\s*["'](?!data:|#)""", html, re.I)
+    assert not re.search(r"url\((?!['\"]?(?:data:|#))", html)
+    for name in PLOTS:
+        assert f'id="plot-{name}"' in html
+    assert html.count('id="alerts-table"') == 1
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64)
+
+
+def _drawn(png: bytes) -> float:
+    """Share of pixels that differ from the most common (background) value."""
+    px = _pixels(png).astype(np.uint8).ravel()
+    return float(np.mean(px != np.bincount(px).argmax()))
+
+
+def test_renders_in_headless_chromium_with_every_plot_drawn(day_report: Path) -> None:
+    page = inspect_page(require_chromium(), day_report.as_uri(), PROBE, clip_selector="figure.plot")
+    assert page.errors == []
+    assert [u for u in page.requests if not u.startswith(("file:", "data:"))] == []
+    probe = page.probe
+    assert probe["scripts"] == 0 and probe["external"] == []
+    assert probe["alertRows"] == 4 and probe["cards"] == 6
+    plots = {p["id"]: p for p in probe["plots"]}
+    assert sorted(plots) == sorted(f"plot-{n}" for n in PLOTS)
+    for name, p in plots.items():
+        assert p["svg"] and p["width"] > 300 and p["height"] > 150, (name, p)
+        assert p["marks"] > 40, (name, p)
+        assert p["label"] and "no data" not in p["label"], name
+    whole = _pixels(page.screenshot)
+    assert whole.shape[0] > 2000 and whole.std() > 20  # a long page with content, not one colour
+    assert sorted(page.clips) == sorted(plots)
+    for name, png in page.clips.items():
+        assert _pixels(png).std() > 10, name
+        assert _drawn(png) > 0.03, name
+
+
+def test_an_empty_store_still_gives_a_report_that_says_so(tmp_path: Path) -> None:
+    out, done = _report(tmp_path, 0)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = inspect_page(require_chromium(), out.as_uri(), PROBE)
+    assert page.errors == []
+    labels = {p["id"]: p["label"] for p in page.probe["plots"]}
+    assert labels == {f"plot-{n}": "no data in this period" for n in PLOTS}
+    assert "No alert was active" in out.read_text(encoding="utf-8")
