@@ -198,3 +198,43 @@ def test_page_survives_receiver_outage_and_monitor_kill(cluster: Cluster, tmp_pa
         jobs = sql(port, "SELECT count() FROM distillwatch.retrain_jobs FINAL")[0][0]
     assert got == Counter((k, f"{r}/{s}") for k, r, s, _ in expected)
     assert jobs == 1
+
+
+def test_clean_two_hours_with_44_slices_pages_nobody(cluster: Cluster, tmp_path: Path) -> None:
+    """DESIGN §6: a clean day pages nobody. Two simulated hours of the healthy student,
+    region × device crossed (44 slices), through the monitor to a live receiver: 0 pages."""
+    log = tmp_path / "clean.jsonl"
+    rate, pairs = 10.0, 10 * 7200
+    lines = [orjson.dumps(x) for x in World(healthy(pairs, rate), 3).lines()]
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    with Receiver() as hook:
+        config = write_config(tmp_path / "dw.yaml", [
+            {"type": "webhook", "name": "hook", "url": hook.url + "/hook", "secret": new_secret()}])
+        data = json.loads(config.read_text())
+        data["evaluation"]["crosses"] = [["region", "device"]]
+        config.write_text(json.dumps(data))
+        cluster.env["DISTILLWATCH_CONFIG"] = str(config)
+        assert cluster.cli("replay", "--quiet", str(log)).returncode == 0
+        _, port = cluster.start_monitor()
+        wait_until_quiet(port, pairs)
+        deadline = time.monotonic() + 60  # until every closed window is judged
+        while time.monotonic() < deadline:
+            if _judged_windows(port) >= 7200 // 60 - 3:
+                break
+            time.sleep(1)
+        slices = sql(port, "SELECT uniqExact(slice) FROM distillwatch.window_metrics")[0][0]
+        judged = _judged_windows(port)
+        pages = sql(port, "SELECT count() FROM distillwatch.alerts WHERE rule NOT LIKE 'drift:%'")[0][0]
+        time.sleep(2)
+    assert slices >= 44 and judged >= 7200 // 60 - 3
+    assert pages == 0 and hook.requests == []
+
+
+def _judged_windows(port: int) -> int:
+    """How many 60 s windows the monitor's alerter has judged so far."""
+    state = sql(port, "SELECT state FROM distillwatch.alert_state FINAL WHERE key = 'alerter'")
+    if not state:
+        return 0
+    tracker = json.loads(state[0][0])["trackers"][0]
+    first = sql(port, "SELECT toUnixTimestamp(min(window_start)) FROM distillwatch.window_metrics")[0][0]
+    return (int(tracker["last_window"] or 0) - int(first)) // 60 + 1
