@@ -39,7 +39,11 @@ def to_svg(fig: Figure, name: str, label: str) -> str:
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r'(<svg[^>]*?) width="([\d.]+)pt" height="([\d.]+)pt"',
                  r'\1 width="100%" style="max-width:\2pt" data-height="\3pt"', svg, count=1)
+    svg = _ID_REF.sub(lambda m: f"{m[1]}{name}-{m[2]}", svg)  # unique within the page, glyphs too
     return svg.replace("<svg", f'<svg role="img" aria-label="{escape(label)}"', 1)
+
+
+_ID_REF = re.compile(r'(\bid="|href="#|url\(#)([^")]+)')
 
 
 def _figure(width: float, height: float) -> Figure:
