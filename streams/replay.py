@@ -85,8 +85,14 @@ def replay(
     rate: float | None = None,
     progress: Callable[[ReplayReport], None] | None = None,
     flush_timeout_s: float = 120.0,
+    skip_topics: frozenset[str] = frozenset(),
+    halt: Callable[[], bool] | None = None,
 ) -> ReplayReport:
-    """Publish every line; the report says how many records the broker acknowledged."""
+    """Publish every line; the report says how many records the broker acknowledged.
+
+    ``skip_topics`` leaves some messages out, e.g. the answers when live workers give them;
+    ``halt`` is asked after each line and stops the replay early when it returns True.
+    """
     from confluent_kafka import KafkaException, Producer
 
     report = ReplayReport()
@@ -111,6 +117,8 @@ def replay(
         elif records[0][0] == topics.REQUESTS:
             report.pairs += 1
         for topic, key, value in records:
+            if topic in skip_topics:
+                continue
             while True:
                 try:
                     producer.produce(settings.topic(topic), value, key, on_delivery=on_delivery)
@@ -126,6 +134,8 @@ def replay(
         if progress is not None and report.lines % 5000 == 0:
             progress(report)
         pacer.wait(report.pairs)
+        if halt is not None and halt():
+            break
     remaining = producer.flush(flush_timeout_s)
     if remaining:
         report.errors.append(f"{remaining} messages still unacknowledged after {flush_timeout_s:.0f}s")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from distillwatch.cli.context import console_err, fail, settings_of
-from streams.replay import ReplayReport, replay as publish
+from streams.replay import ROLE_TOPICS, ReplayReport, replay as publish
 
 
 def replay(
@@ -15,6 +15,8 @@ def replay(
     log: Path = typer.Argument(..., help="Replay log (JSON lines, DESIGN §4)."),
     rate: float = typer.Option(None, "--rate", min=0.001, help="Pairs per second [default: as fast as possible]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+    requests_only: bool = typer.Option(
+        False, "--requests-only", help="Leave out the recorded answers: live workers give them."),
 ) -> None:
     """Publish every line to its topic; exit 1 unless the broker acknowledged every record."""
     settings = settings_of(ctx)
@@ -28,7 +30,8 @@ def replay(
                 f"{r.delivered} acknowledged, {r.failed} failed", markup=False)
 
     with open(log, "rb") as handle:
-        report = publish(handle, settings, rate=rate, progress=progress)
+        skip = frozenset(ROLE_TOPICS.values()) if requests_only else frozenset()
+        report = publish(handle, settings, rate=rate, progress=progress, skip_topics=skip)
     console_err.print(
         f"replayed {log}: {report.pairs} pairs, {report.invalid_lines} invalid lines sent raw "
         f"to {settings.topic('shadow.requests')}, {report.delivered}/{report.produced} records "
