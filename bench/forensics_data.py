@@ -223,11 +223,13 @@ WHERE den IS NULL OR den > 0
 
 
 ALERTS = (
-    # rule, slice, metric, value, threshold, op, start hour, end hour (None: still firing)
-    ("student_accuracy_drop", "region=br", "accuracy", 0.70, 0.85, "<", 2, 4),
-    ("copied_teacher_errors", "region=br", "copied_error_overlap", 0.66, 0.5, ">", 3, None),
-    ("student_latency_budget", "device=android-lowmem", "student_latency_p95", 510.0, 400.0, ">", 5, 6),
-    ("fallback_over_plan", "all", "fallback_rate", 0.31, 0.15, ">", 7, None),
+    # rule (as in evaluators/default_rules.yaml), slice, metric, value, threshold, op, severity,
+    # start hour, end hour (None: still firing)
+    ("safety_escalation_recall_low", "region=br", "recall.safety_escalation", 0.78, 0.90, "<", "critical", 2, 4),
+    ("copied_teacher_errors", "region=br", "copied_error_overlap", 0.66, 0.5, ">", "warning", 3, None),
+    ("student_latency_over_budget", "device=android-lowmem", "student_latency_p95", 510.0, 400.0, ">", "warning",
+     5, 6),
+    ("fallback_over_plan", "all", "fallback_rate", 0.31, 0.15, ">", "warning", 7, None),
 )
 
 
@@ -235,13 +237,13 @@ def alert_rows(world: World) -> list[dict[str, Any]]:
     """Rows as the alerter writes them: a firing row, and a resolved row once resolved."""
     start, hour, end = int(world.start.timestamp()), 3600, int(world.start.timestamp()) + world.span_s
     rows = []
-    for rule, sl, metric, value, threshold, op, begin_h, end_h in ALERTS:
+    for rule, sl, metric, value, threshold, op, severity, begin_h, end_h in ALERTS:
         begins = start + begin_h * hour
         if begins >= end:
             continue
         fired = Notification(
             alert_id=alert_id_for(f"{rule}/{sl}", "firing", begins, hour), fingerprint=f"{rule}/{sl}",
-            status="firing", rule=rule, slice=sl, severity="page", metric=metric, value=value,
+            status="firing", rule=rule, slice=sl, severity=severity, metric=metric, value=value,
             threshold=threshold, op=op, window_start=begins, window_s=hour, starts_at=float(begins),
             summary=f"{metric} = {value} {op} {threshold} on {sl}",
             forensics_sql=f"SELECT request_id FROM distillwatch.shadow_evaluations WHERE ts >= {begins}",

@@ -298,7 +298,7 @@ def test_alert_timeline_with_evidence(data: Data) -> None:
     # never: the first ended before the period, the second fired before it and still fires.
     got = data.run("alert-timeline")
     base = T0 - timedelta(hours=5)
-    expected = [("copied_teacher_errors/region=br", 3, None), ("student_latency_budget/device=android-lowmem", 5, 6),
+    expected = [("copied_teacher_errors/region=br", 3, None), ("student_latency_over_budget/device=android-lowmem", 5, 6),
                 ("fallback_over_plan/all", 7, None)]
     assert [(g["fingerprint"], g["starts_at"], g["ends_at"]) for g in got] == [
         (fp, naive(base + timedelta(hours=s)), None if e is None else naive(base + timedelta(hours=e)))
@@ -311,14 +311,14 @@ def test_alert_timeline_with_evidence(data: Data) -> None:
     assert first["summary"] == "copied_error_overlap = 0.66 > 0.5 on region=br"
     assert got[1]["value"] == 510.0  # the firing value, not the resolved row's
     wide = data.run("alert-timeline", since=base, until=base + timedelta(hours=12))
-    assert len(wide) == 4 and wide[0]["fingerprint"] == "student_accuracy_drop/region=br"
+    assert len(wide) == 4 and wide[0]["fingerprint"] == "safety_escalation_recall_low/region=br"
     assert all(g["rule"] != "distillwatch_test" for g in wide)  # test alerts are left out
     br = data.run("alert-timeline", since=base, until=base + timedelta(hours=12), slices=(("region", "br"),))
     assert [g["slice"] for g in br] == ["region=br", "region=br"]
     # Starting exactly at the end of the period is outside it; ending exactly at its start is inside.
     early = data.run("alert-timeline", since=base + timedelta(hours=4), until=base + timedelta(hours=7))
-    assert [g["fingerprint"] for g in early] == ["student_accuracy_drop/region=br", "copied_teacher_errors/region=br",
-                                                 "student_latency_budget/device=android-lowmem"]
+    assert [g["fingerprint"] for g in early] == ["safety_escalation_recall_low/region=br", "copied_teacher_errors/region=br",
+                                                 "student_latency_over_budget/device=android-lowmem"]
 
 
 # --- calibration -------------------------------------------------------------------------------

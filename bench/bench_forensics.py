@@ -1,0 +1,115 @@
+"""Benchmark: each saved forensic query over 10M ``shadow_evaluations`` rows, embedded engine.
+
+    python -m bench.bench_forensics --rows 10000000 [--repeat 5] [--json]
+
+Generates the rows inside ClickHouse (``numbers()`` and hashed draws, see
+bench/forensics_data.py) once into a cached store, then times every saved query through the
+same read-only path as ``distillwatch forensics`` (text guard, ``readonly=1``, row and time
+limits) over two periods: the whole span (every row in scope) and its last 6 hours, plus the
+report's data collection. Target: each query ≤ 1 s. Wall times on a shared machine are noisy;
+CPU seconds (all engine threads) are reported beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.forensics_data import World, fill
+from streams import forensics
+from streams.clickhouse import Store, open_store
+from streams.migrations import migrate
+from streams.report.queries import collect
+from streams.sql import check_read_only, read_settings
+
+TARGET_S = 1.0
+
+
+class _Result:
+    def __init__(self, result: Any) -> None:
+        self.columns, self.rows, self.via = list(result.column_names), result.result_rows, "store"
+
+
+def prepare(path: Path, rows: int, span_h: int) -> Store:
+    """Open the cached store, generating it first when missing or of another size."""
+    marker = path / "bench.json"
+    want = {"rows": rows, "span_h": span_h}
+    if not marker.exists() or json.loads(marker.read_text()) != want:
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        store = open_store(f"chdb://{path / 'ch'}", owner="bench_forensics")
+        migrate(store)
+        start = datetime.fromtimestamp((int(time.time()) // 3600 - span_h) * 3600, UTC)
+        began = time.perf_counter()
+        fill(store, World(start, span_h * 3600, rows))
+        print(f"generated {rows:,} rows in {time.perf_counter() - began:.1f} s", flush=True)
+        marker.write_text(json.dumps(want))
+        return store
+    return open_store(f"chdb://{path / 'ch'}", owner="bench_forensics")
+
+
+def timed(fn: Any, repeat: int) -> tuple[list[float], list[float], Any]:
+    walls, cpus, out = [], [], None
+    for _ in range(repeat):
+        c, t = time.process_time(), time.perf_counter()
+        out = fn()
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    return walls, cpus, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--span-hours", type=int, default=24)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "distillwatch" / "bench")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    store = prepare(args.cache / f"forensics-{args.rows}-{args.span_hours}h", args.rows, args.span_hours)
+    try:
+        (lo, hi, n), = store.query("SELECT min(ts), max(ts), count() FROM distillwatch.shadow_evaluations FINAL")\
+            .result_rows
+        lo, hi = lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC) + timedelta(milliseconds=1)
+        parts = store.query("SELECT count() FROM system.parts WHERE active AND database = 'distillwatch' "
+                            "AND table = 'shadow_evaluations'").result_rows[0][0]
+
+        def runner(sql: str, params: dict[str, Any]) -> _Result:
+            return _Result(store.query(check_read_only(sql), parameters=params, settings=read_settings(10_000)))
+
+        results = []
+        for period, since in (("all rows", lo), ("last 6 h", hi - timedelta(hours=6))):
+            scope = forensics.Scope(since, hi, limit=100)
+            for name in forensics.SAVED:
+                runner("SELECT 1", {})
+                walls, cpus, out = timed(lambda n=name, s=scope: forensics.run(n, s, runner), args.repeat)
+                results.append({"query": name, "period": period, "wall_median_s": round(statistics.median(walls), 3),
+                                "wall_min_s": round(min(walls), 3), "cpu_median_s": round(statistics.median(cpus), 3),
+                                "rows": len(out.rows), "target_met": statistics.median(walls) <= TARGET_S})
+                if not args.json:
+                    r = results[-1]
+                    print(f"{period:9s} {name:17s} wall median {r['wall_median_s']:6.3f} s (min {r['wall_min_s']:.3f})"
+                          f"  cpu {r['cpu_median_s']:6.3f} s  rows {r['rows']:5d}  "
+                          f"{'ok' if r['target_met'] else 'OVER 1 s'}", flush=True)
+        walls, cpus, _ = timed(lambda: collect(runner, forensics.Scope(lo, hi), [60, 3600]), max(1, args.repeat // 2))
+        summary = {"rows_final": n, "active_parts": parts, "span": [lo.isoformat(), hi.isoformat()],
+                   "queries": results, "report_collect_wall_s": round(statistics.median(walls), 3),
+                   "report_collect_cpu_s": round(statistics.median(cpus), 3)}
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print(f"report data (all rows): wall {summary['report_collect_wall_s']} s, "
+                  f"cpu {summary['report_collect_cpu_s']} s; {n:,} rows (FINAL), {parts} active parts")
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    main()
