@@ -1,4 +1,4 @@
-"""``distillwatch worker teacher|student --backend http|replay|transformers``."""
+"""``distillwatch worker teacher|student --backend http|replay|transformers|sim``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class BackendKind(str, Enum):
     http = "http"
     replay = "replay"
     transformers = "transformers"
+    sim = "sim"
 
 
 def worker(
@@ -47,6 +48,9 @@ def worker(
     concurrency: int = typer.Option(8, "--concurrency", min=1, help="http: requests in flight at once."),
     timeout_s: float = typer.Option(10.0, "--timeout-s", min=0.001, help="http: timeout of one attempt."),
     retries: int = typer.Option(3, "--retries", min=0, help="http: retries after a timeout, 5xx or 429."),
+    sim_truth: list[Path] = typer.Option([], "--sim-truth", help="sim: truth file written by simulate next to its log (repeatable; several scenarios at once)."),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help="sim: scenario to simulate when no --sim-truth is given (default clean)."),
+    seed: int = typer.Option(0, "--seed", help="sim: the scenario's seed (with --scenario)."),
     max_messages: Optional[int] = typer.Option(None, "--max-messages", min=1, help="Stop after this many records (default: run until stopped)."),
     idle_exit_s: Optional[float] = typer.Option(None, "--idle-exit-s", min=0.1, help="Stop after this long without records (default: never)."),
 ) -> None:
@@ -56,6 +60,10 @@ def worker(
 
     settings = settings_of(ctx)
     _check_combination(backend, endpoint, openai, model_dir, replay_log, request_template, response_map)
+    if backend is not BackendKind.sim and (sim_truth or scenario is not None):
+        fail("--sim-truth and --scenario apply to --backend sim only")
+    if sim_truth and scenario is not None:
+        fail("--sim-truth names the scenario already; drop --scenario")
     if openai and not model:
         fail("--openai needs --model NAME, the model the endpoint serves")
     try:
@@ -64,7 +72,8 @@ def worker(
                                  model_version=model_version, request_template=request_template,
                                  response_map=response_map, api_key_env=api_key_env,
                                  cost_per_1k=cost_per_1k, batch_size=batch_size,
-                                 concurrency=concurrency, timeout_s=timeout_s, retries=retries)
+                                 concurrency=concurrency, timeout_s=timeout_s, retries=retries,
+                                 sim_truth=sim_truth, scenario=scenario, seed=seed)
     except (DistillwatchError, ImportError) as exc:
         fail(str(exc))
     stop = threading.Event()
@@ -91,7 +100,7 @@ def _check_combination(backend: BackendKind, endpoint: str | None, openai: bool,
     """One-line errors for options that cannot work together."""
     needs = {BackendKind.http: ("--endpoint", endpoint), BackendKind.replay: ("--replay-log", replay_log),
              BackendKind.transformers: ("--model-dir", model_dir)}
-    flag, value = needs[backend]
+    flag, value = needs.get(backend, ("", True))
     if value is None:
         fail(f"--backend {backend.value} needs {flag}")
     for other, (other_flag, other_value) in needs.items():
@@ -104,6 +113,12 @@ def _check_combination(backend: BackendKind, endpoint: str | None, openai: bool,
 
 
 def _backend(kind: BackendKind, role: str, settings: Settings, **o: Any) -> Backend:
+    if kind is BackendKind.sim:
+        from streams.backends.sim import SimBackend
+
+        if o["sim_truth"]:
+            return SimBackend.from_truth(o["sim_truth"], role)
+        return SimBackend.from_scenario(o["scenario"] or "clean", o["seed"], role)
     if kind is BackendKind.replay:
         from streams.backends.replay import ReplayBackend
 
