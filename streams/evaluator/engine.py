@@ -160,6 +160,7 @@ class EvaluatorEngine:
                 if self._assigned:  # new (possibly restored) partitions: flush them once idle
                     self._assigned = idle_flushed = False
                     self.stats.idle = False
+                    last_input = time.monotonic()  # idle counts from now, not from before the assignment
                 if msgs:
                     self._begin()
                     self._process(msgs)
