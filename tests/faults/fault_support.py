@@ -121,6 +121,17 @@ def records(port: int) -> float:
     return metric(port, "distillwatch_records_total") or 0.0
 
 
+def event_counter(port: int, kind: str) -> float:
+    """distillwatch_evaluator_events_total{kind=...} of the running monitor (0 if absent)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(f'distillwatch_evaluator_events_total{{kind="{kind}"}}'):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of a process, from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -17,7 +17,6 @@ import bisect
 import json
 import math
 import random
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ import pytest
 from evaluators.config import EvalConfig
 from evaluators.offline import LogSummary, evaluate_log
 from simulator.traffic import TrafficConfig, World
-from tests.faults.fault_support import replay, report
+from tests.faults.fault_support import event_counter, replay, report
 from tests.integration.pipeline_support import Cluster, assert_metrics_equal, stored, wait_until_quiet
 
 pytestmark = pytest.mark.integration
@@ -108,14 +107,6 @@ def expected(path: Path, size: int) -> tuple[Counter[int], set[str]]:
     return per_window, late
 
 
-def late_counter(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith('distillwatch_evaluator_events_total{kind="late_events"}'):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_f5_out_of_order_within_grace_counts_beyond_grace_is_late_exactly(
         make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
     cluster = make_cluster(DISTILLWATCH_TOPICS__PARTITIONS="1")
@@ -128,7 +119,7 @@ def test_f5_out_of_order_within_grace_counts_beyond_grace_is_late_exactly(
     replay(cluster, log)
     _, port = cluster.start_monitor()
     wait_until_quiet(port, PAIRS + 2)
-    late_events = late_counter(port)
+    late_events = event_counter(port, "late_events")
     cluster.stop_all()
     data = tmp_path / "data"
 
