@@ -88,6 +88,7 @@ class Monitor:
             log.exception("evaluator stopped")
 
     def health(self) -> tuple[bool, str]:
+        self.failed()  # notices an evaluator thread that died silently
         if self.error is not None:
             return False, f"evaluator failed: {self.error}"
         if self.sink is not None and self.sink.error is not None:
@@ -99,6 +100,9 @@ class Monitor:
         return True, "ok"
 
     def failed(self) -> BaseException | None:
+        thread = self._engine_thread
+        if self.error is None and thread is not None and not thread.is_alive() and not self.engine.stopping():
+            self.error = RuntimeError("the evaluator thread ended without an error it could report")
         return self.error or (self.sink.error if self.sink is not None else None)
 
     def metrics_snapshot(self) -> dict[str, Any]:

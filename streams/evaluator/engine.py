@@ -10,6 +10,7 @@ position stay consistent, so nothing is lost or counted twice.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -31,6 +32,11 @@ from streams.evaluator.outputs import (
 from streams.evaluator.partition import Evaluated, PartitionState
 
 log = logging.getLogger(__name__)
+
+DLQ_MAX_BYTES = 1_000_000
+"""A dead letter larger than this (Kafka's default record limit is 1 MB) goes to the DLQ topic
+truncated, its size and SHA-256 in headers: at full size the broker would refuse it, failing
+the transaction every time the record is read again."""
 
 INPUT_KINDS = {
     topics.REQUESTS: "request", topics.TEACHER: "response", topics.STUDENT: "response",
@@ -90,9 +96,15 @@ class EvaluatorEngine:
         self._in_txn = False
         self._assigned = False
         self._dirty: set[int] = set()
+        self._callback_error: Exception | None = None
+        """Raised in a librdkafka callback, re-raised by the loop (from inside the callback it
+        reaches Python in a form no ``except`` clause matches)."""
 
     def stop(self) -> None:
         self._stop.set()
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -121,8 +133,11 @@ class EvaluatorEngine:
         log.info("assigned partitions %s (restored %s)", numbers, sorted(set(numbers) & set(saved)))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        if self._in_txn:
-            self._commit(consumer, force=True)
+        if self._in_txn and self._callback_error is None:
+            try:
+                self._commit(consumer, force=True)
+            except Exception as exc:  # the transaction is lost; the loop raises it
+                self._callback_error = exc
         for p in {tp.partition for tp in partitions}:
             self.states.pop(p, None)
             self.offsets.pop(p, None)
@@ -157,6 +172,8 @@ class EvaluatorEngine:
         try:
             while not self._stop.is_set():
                 msgs = consumer.consume(self.opts.batch_size, 0.2)
+                if self._callback_error is not None:
+                    raise self._callback_error
                 if self._assigned:  # new (possibly restored) partitions: flush them once idle
                     self._assigned = idle_flushed = False
                     self.stats.idle = False
@@ -274,10 +291,14 @@ class EvaluatorEngine:
 
     def _dead_letter(self, msg: Any, error: str) -> None:
         self.stats.dead_letters += 1
-        self.producer.produce(self.topic(topics.DLQ), msg.value(), msg.key(), headers={
+        value, headers = msg.value(), {
             "error": error[:1000], "source_topic": msg.topic(),
             "source_partition": str(msg.partition()), "source_offset": str(msg.offset()),
-        })
+        }
+        if value is not None and len(value) > DLQ_MAX_BYTES:
+            headers |= {"truncated_from": str(len(value)), "sha256": hashlib.sha256(value).hexdigest()}
+            value = value[:DLQ_MAX_BYTES]
+        self.producer.produce(self.topic(topics.DLQ), value, msg.key(), headers=headers)
         row = dead_letter_row(msg.topic(), msg.partition(), msg.offset(), msg.value(), error)
         self.producer.produce(self.topic(topics.ROWS), json_each_row([row]), DEAD_LETTERS.encode(),
                               headers={"table": DEAD_LETTERS})
