@@ -3,9 +3,13 @@
 # headless Chromium. Installed once when missing; a no-op afterwards.
 #   scripts/system-deps.sh            install what is missing (needs root or sudo)
 set -euo pipefail
+#   scripts/system-deps.sh PKG ...    only these (e.g. prometheus-alertmanager for the demo)
+wanted=("$@")
+[ "${#wanted[@]}" -eq 0 ] && wanted=(prometheus-alertmanager chromium)
 missing=()
-command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+for pkg in "${wanted[@]}"; do
+  command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
 [ "${#missing[@]}" -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -9,10 +9,11 @@ from typing import Annotated, Optional
 import typer
 
 from distillwatch.cli import evaluate, kafka, replay, run, schema, simulate, sql, store
-from distillwatch.cli import worker
+from distillwatch.cli import demo, worker
 from distillwatch.cli import alerts
 from distillwatch.cli import forensics
 from distillwatch.cli import report
+from distillwatch.cli import train
 from distillwatch.cli.context import console_err, fail
 from distillwatch.settings import load_settings
 from schemas.errors import DistillwatchError
@@ -54,6 +55,8 @@ app.command("sql")(sql.sql)
 app.command("worker")(worker.worker)
 app.command("forensics")(forensics.forensics_command)
 app.command("report")(report.report)
+app.command("train")(train.train)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

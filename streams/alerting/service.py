@@ -116,6 +116,7 @@ class AlertingService:
         self.launcher.stop()
         self.outbox.join(timeout_s)
         self.launcher.join(timeout_s)
+        self.launcher.terminate_running()
         self.producer.flush(timeout_s)
 
     def failed(self) -> BaseException | None:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -76,6 +77,23 @@ class Launcher(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
+
+    def terminate_running(self) -> None:
+        """After the thread stopped: a job still running is terminated and marked
+        ``interrupted`` (it can be requested again); no training outlives its monitor."""
+        for job in list(self.running.values()):
+            if job.process.poll() is None:
+                try:
+                    os.killpg(job.process.pid, signal.SIGTERM)
+                    job.process.wait(10)
+                except (OSError, subprocess.TimeoutExpired):
+                    job.process.kill()
+            del self.running[job.job_id]
+            try:
+                self._status(job.job_id, job.model, "interrupted", job.request, str(job.out_dir.parent),
+                             {"exit_code": job.process.returncode})
+            except Exception as exc:  # the store may be closing; the job stays 'running' there
+                log.warning("retrain job %s interrupted, status not recorded: %s", job.job_id, exc)
 
     def run(self) -> None:
         try:

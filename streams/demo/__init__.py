@@ -1,0 +1,1 @@
+"""``distillwatch demo``: the whole loop on simulated MangaAssist traffic, in one command."""
