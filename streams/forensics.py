@@ -59,19 +59,26 @@ COPIED_ERRORS = SavedQuery(
     "copied-errors",
     "Student fact errors that copy a wrong claim of the teacher, by slice, with the most "
     "recent example request ids (copied_error_overlap = copied / student wrong claims).",
+    # Rows with a fact error are summed per combination of slice keys first, then per slice.
     """SELECT sl AS slice, copied AS copied_claims, wrong AS student_wrong_claims,
     if(wrong > 0, copied / wrong, NULL) AS copied_error_overlap,
     teacher_errors AS teacher_fact_errors, with_copies AS requests_with_copies,
     arrayMap(x -> x.2, latest) AS example_request_ids
 FROM (
-    SELECT sl, sum(copied_claims) AS copied, sum(student_wrong_claims) AS wrong,
-        countIf(teacher_fact_error = 1) AS teacher_errors, countIf(copied_claims > 0) AS with_copies,
-        groupArraySortedIf(5)((-toUnixTimestamp64Milli(ts), request_id), copied_claims > 0) AS latest
+    SELECT sl, sum(c) AS copied, sum(w) AS wrong, sum(te) AS teacher_errors, sum(wc) AS with_copies,
+        groupArraySortedMerge(5)(recent) AS latest
     FROM (
-        SELECT request_id, ts, slice, reference_intent, freshness, multi_intent, copied_claims,
-               student_wrong_claims, teacher_fact_error
-        FROM $table FINAL
-        WHERE $period AND (student_wrong_claims > 0 OR teacher_wrong_claims > 0) AND $slice_filter
+        SELECT attrs AS slice, reference_intent, freshness, multi_intent, c, w, te, wc, recent
+        FROM (
+            SELECT any(slice) AS attrs, reference_intent, freshness, multi_intent,
+                sum(copied_claims) AS c, sum(student_wrong_claims) AS w,
+                countIf(teacher_fact_error = 1) AS te, countIf(copied_claims > 0) AS wc,
+                groupArraySortedStateIf(5)((-toUnixTimestamp64Milli(ts), request_id), copied_claims > 0)
+                    AS recent
+            FROM $table FINAL
+            WHERE $period AND (student_wrong_claims > 0 OR teacher_wrong_claims > 0) AND $slice_filter
+            GROUP BY cityHash64(slice.keys, slice.values), reference_intent, freshness, multi_intent
+        )
     )
     ARRAY JOIN $slices AS sl
     GROUP BY sl
@@ -84,6 +91,8 @@ CONFIDENT_ERRORS = SavedQuery(
     "confident-errors",
     "Requests the student got wrong with top-1 at or above the confident threshold, with the "
     "redacted payload where one was sampled (sampled first, then most confident).",
+    # The candidates are ranked on light columns; the wide ones (the slice map, intents) are
+    # read only for the rows shown, found through the primary key.
     """SELECT e.request_id AS request_id, e.ts AS ts, e.slice AS slice,
     e.reference_intent AS reference_intent, e.reference_source AS reference_source,
     e.student_intent AS student_intent, e.student_top1 AS student_top1,
@@ -95,16 +104,26 @@ FROM (
     SELECT request_id, ts, slice, reference_intent, reference_source, student_intent,
            student_top1, teacher_intent, teacher_top1
     FROM $table FINAL
-    WHERE $period AND student_correct = 0 AND student_top1 >= {confident_threshold:Float64}
-          AND $slice_filter
+    WHERE $period AND (toStartOfHour(ts), request_id) IN (
+        SELECT toStartOfHour(c.ts), c.request_id
+        FROM (
+            SELECT request_id, ts, student_top1
+            FROM $table FINAL
+            WHERE $period AND student_correct = 0 AND student_top1 >= {confident_threshold:Float64}
+                  AND $slice_filter
+        ) AS c
+        LEFT JOIN (SELECT request_id, sample_reason FROM $payloads FINAL WHERE $period) AS s
+            ON s.request_id = c.request_id
+        ORDER BY s.sample_reason != '' DESC, c.student_top1 DESC, c.ts DESC, c.request_id
+        LIMIT {limit:UInt32}
+    )
 ) AS e
 LEFT JOIN (
     SELECT request_id, sample_reason, prompt_redacted, student_answer_redacted, teacher_answer_redacted
     FROM $payloads FINAL
     WHERE $period
 ) AS p ON p.request_id = e.request_id
-ORDER BY p.sample_reason != '' DESC, e.student_top1 DESC, e.ts DESC, e.request_id
-LIMIT {limit:UInt32}""",
+ORDER BY p.sample_reason != '' DESC, e.student_top1 DESC, e.ts DESC, e.request_id""",
 )
 
 FALLBACK_COST = SavedQuery(
@@ -179,28 +198,42 @@ LATENCY_BY_SLICE = SavedQuery(
     "latency-by-slice",
     "Per slice: requests, error responses and p50/p95/p99 latency in ms for student and "
     "teacher (DDSketch, within 1 % relative error; error responses count, absent ones not).",
+    # One scan, two grouping sets: sketches per combination of slice attributes (with
+    # freshness and multi_intent), and per reference intent; then merged per slice name.
     """SELECT slice, requests, student_errors, teacher_errors,
     sq[1] AS student_p50_ms, sq[2] AS student_p95_ms, sq[3] AS student_p99_ms,
     tq[1] AS teacher_p50_ms, tq[2] AS teacher_p95_ms, tq[3] AS teacher_p99_ms
 FROM (
-SELECT sl AS slice, sum(n) AS requests, sum(s_err) AS student_errors, sum(t_err) AS teacher_errors,
-    quantilesDDMerge(0.01, 0.5, 0.95, 0.99)(s_lat) AS sq, quantilesDDMerge(0.01, 0.5, 0.95, 0.99)(t_lat) AS tq
-FROM (
-    SELECT attrs AS slice, reference_intent, freshness, multi_intent, n, s_err, t_err, s_lat, t_lat
+    SELECT sl AS slice, sum(n) AS requests, sum(s_err) AS student_errors, sum(t_err) AS teacher_errors,
+        quantilesDDMerge(0.01, 0.5, 0.95, 0.99)(s_lat) AS sq, quantilesDDMerge(0.01, 0.5, 0.95, 0.99)(t_lat) AS tq
     FROM (
-        SELECT cityHash64(slice.keys, slice.values) AS combo, any(slice) AS attrs, reference_intent,
-            freshness, multi_intent, count() AS n,
-            countIf(student_present = 1 AND student_answered = 0) AS s_err,
-            countIf(teacher_present = 1 AND teacher_answered = 0) AS t_err,
-            quantilesDDState(0.01, 0.5, 0.95, 0.99)(student_latency_ms) AS s_lat,
-            quantilesDDState(0.01, 0.5, 0.95, 0.99)(teacher_latency_ms) AS t_lat
-        FROM $table FINAL
-        WHERE $period AND $slice_filter
-        GROUP BY combo, reference_intent, freshness, multi_intent
+        SELECT if(by_attrs,
+                  arrayConcat(['all'], arrayMap((k, v) -> concat(k, '=', v), mapKeys(attrs), mapValues(attrs)),
+                              ['freshness=' || freshness,
+                               if(multi_intent = 1, 'multi_intent=true', 'multi_intent=false')]),
+                  if(reference_intent = '', [],
+                     ['intent=' || reference_intent,
+                      if(has({high_risk:Array(String)}, reference_intent), 'risk=high', 'risk=normal')]))
+                   AS names, n, s_err, t_err, s_lat, t_lat
+        FROM (
+            SELECT grouping(combo) = 0 AS by_attrs, any(slice) AS attrs, freshness, multi_intent,
+                reference_intent, count() AS n,
+                countIf(student_present = 1 AND student_answered = 0) AS s_err,
+                countIf(teacher_present = 1 AND teacher_answered = 0) AS t_err,
+                quantilesDDState(0.01, 0.5, 0.95, 0.99)(student_latency_ms) AS s_lat,
+                quantilesDDState(0.01, 0.5, 0.95, 0.99)(teacher_latency_ms) AS t_lat
+            FROM (
+                SELECT cityHash64(slice.keys, slice.values) AS combo, slice, freshness, multi_intent,
+                    reference_intent, student_present, student_answered, teacher_present,
+                    teacher_answered, student_latency_ms, teacher_latency_ms
+                FROM $table FINAL
+                WHERE $period AND $slice_filter
+            )
+            GROUP BY GROUPING SETS ((combo, freshness, multi_intent), (reference_intent))
+        )
     )
-)
-ARRAY JOIN $slices AS sl
-GROUP BY sl
+    ARRAY JOIN names AS sl
+    GROUP BY sl
 )
 ORDER BY student_p95_ms DESC, slice""",
 )
@@ -238,17 +271,33 @@ CALIBRATION = SavedQuery(
     "calibration",
     "Reliability bins of top-1 confidence for student and teacher: answers with a reference "
     "per bin [k/B, (k+1)/B) (1.0 in the last), their mean confidence and accuracy.",
+    # One scan: per-bin aggregates of both models as arrays (-Resample), then one row per bin.
     """SELECT model, bin, bin / {bins:UInt8} AS bin_low, (bin + 1) / {bins:UInt8} AS bin_high,
-    count() AS answers, avg(confidence) AS mean_confidence, avg(correct) AS accuracy
+    answers, mean_confidence, accuracy
 FROM (
-    SELECT m.1 AS model, m.2 AS confidence, m.3 AS correct,
-        least(toUInt16(floor(confidence * {bins:UInt8})), {bins:UInt8} - 1) AS bin
-    FROM $table FINAL
-    ARRAY JOIN [('student', toFloat64(student_top1), student_correct),
-                ('teacher', toFloat64(teacher_top1), teacher_correct)] AS m
-    WHERE $period AND m.3 IS NOT NULL AND $slice_filter
+    SELECT m.1 AS model, b.1 AS bin, b.2 AS answers, b.3 AS mean_confidence, b.4 AS accuracy
+    FROM (
+        SELECT [('student', arrayZip(range({bins:UInt8}), countResample(0, {bins:UInt8}, 1)(s_bin),
+                                     avgResample(0, {bins:UInt8}, 1)(s_p, s_bin),
+                                     avgResample(0, {bins:UInt8}, 1)(s_ok, s_bin))),
+                ('teacher', arrayZip(range({bins:UInt8}), countResample(0, {bins:UInt8}, 1)(t_bin),
+                                     avgResample(0, {bins:UInt8}, 1)(t_p, t_bin),
+                                     avgResample(0, {bins:UInt8}, 1)(t_ok, t_bin)))] AS models
+        FROM (
+            SELECT toFloat64(student_top1) AS s_p, toFloat64(teacher_top1) AS t_p,
+                ifNull(student_correct, 0) AS s_ok, ifNull(teacher_correct, 0) AS t_ok,
+                if(student_correct IS NULL, 65535, least(toUInt16(floor(s_p * {bins:UInt8})), {bins:UInt8} - 1))
+                    AS s_bin,
+                if(teacher_correct IS NULL, 65535, least(toUInt16(floor(t_p * {bins:UInt8})), {bins:UInt8} - 1))
+                    AS t_bin
+            FROM $table FINAL
+            WHERE $period AND $slice_filter
+        )
+    )
+    ARRAY JOIN models AS m
+    ARRAY JOIN m.2 AS b
 )
-GROUP BY model, bin
+WHERE answers > 0
 ORDER BY model, bin""",
 )
 
