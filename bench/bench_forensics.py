@@ -6,8 +6,11 @@ Generates the rows inside ClickHouse (``numbers()`` and hashed draws, see
 bench/forensics_data.py) once into a cached store, then times every saved query through the
 same read-only path as ``distillwatch forensics`` (text guard, ``readonly=1``, row and time
 limits) over two periods: the whole span (every row in scope) and its last 6 hours, plus the
-report's data collection. Target: each query ≤ 1 s. Wall times on a shared machine are noisy;
-CPU seconds (all engine threads) are reported beside them.
+report's data collection. It does so twice: as inserted (13 parts, the 1 % re-emitted rows in
+parts that overlap all others, so FINAL has to merge) and after ``OPTIMIZE … FINAL`` (one part
+per day, as background merges leave older data; FINAL then costs nothing). Target: each
+query ≤ 1 s. Wall times on a shared machine are noisy; CPU seconds (all engine threads of the
+process) are reported beside them.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ class _Result:
 
 
 def prepare(path: Path, rows: int, span_h: int) -> Store:
-    """Open the cached store, generating it first when missing or of another size."""
+    """Open the cached store as inserted, generating it when missing, merged or of another size."""
     marker = path / "bench.json"
-    want = {"rows": rows, "span_h": span_h}
+    want = {"rows": rows, "span_h": span_h, "merged": False}
     if not marker.exists() or json.loads(marker.read_text()) != want:
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
@@ -73,43 +76,58 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    store = prepare(args.cache / f"forensics-{args.rows}-{args.span_hours}h", args.rows, args.span_hours)
+    path = args.cache / f"forensics-{args.rows}-{args.span_hours}h"
+    store = prepare(path, args.rows, args.span_hours)
+    summary: dict[str, Any] = {"rows": args.rows, "states": []}
     try:
-        (lo, hi, n), = store.query("SELECT min(ts), max(ts), count() FROM distillwatch.shadow_evaluations FINAL")\
-            .result_rows
-        lo, hi = lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC) + timedelta(milliseconds=1)
-        parts = store.query("SELECT count() FROM system.parts WHERE active AND database = 'distillwatch' "
-                            "AND table = 'shadow_evaluations'").result_rows[0][0]
-
-        def runner(sql: str, params: dict[str, Any]) -> _Result:
-            return _Result(store.query(check_read_only(sql), parameters=params, settings=read_settings(10_000)))
-
-        results = []
-        for period, since in (("all rows", lo), ("last 6 h", hi - timedelta(hours=6))):
-            scope = forensics.Scope(since, hi, limit=100)
-            for name in forensics.SAVED:
-                runner("SELECT 1", {})
-                walls, cpus, out = timed(lambda n=name, s=scope: forensics.run(n, s, runner), args.repeat)
-                results.append({"query": name, "period": period, "wall_median_s": round(statistics.median(walls), 3),
-                                "wall_min_s": round(min(walls), 3), "cpu_median_s": round(statistics.median(cpus), 3),
-                                "rows": len(out.rows), "target_met": statistics.median(walls) <= TARGET_S})
+        for state in ("as inserted", "merged"):
+            if state == "merged":
+                began = time.perf_counter()
+                store.command("OPTIMIZE TABLE distillwatch.shadow_evaluations FINAL")
+                (path / "bench.json").write_text(json.dumps({"rows": args.rows, "span_h": args.span_hours,
+                                                              "merged": True}))
                 if not args.json:
-                    r = results[-1]
-                    print(f"{period:9s} {name:17s} wall median {r['wall_median_s']:6.3f} s (min {r['wall_min_s']:.3f})"
-                          f"  cpu {r['cpu_median_s']:6.3f} s  rows {r['rows']:5d}  "
-                          f"{'ok' if r['target_met'] else 'OVER 1 s'}", flush=True)
-        walls, cpus, _ = timed(lambda: collect(runner, forensics.Scope(lo, hi), [60, 3600]), max(1, args.repeat // 2))
-        summary = {"rows_final": n, "active_parts": parts, "span": [lo.isoformat(), hi.isoformat()],
-                   "queries": results, "report_collect_wall_s": round(statistics.median(walls), 3),
-                   "report_collect_cpu_s": round(statistics.median(cpus), 3)}
-        if args.json:
-            print(json.dumps(summary, indent=2))
-        else:
-            print(f"report data (all rows): wall {summary['report_collect_wall_s']} s, "
-                  f"cpu {summary['report_collect_cpu_s']} s; {n:,} rows (FINAL), {parts} active parts")
+                    print(f"OPTIMIZE FINAL took {time.perf_counter() - began:.1f} s", flush=True)
+            summary["states"].append(run_state(store, state, args))
     finally:
         store.close()
+    if args.json:
+        print(json.dumps(summary, indent=2))
 
+
+def run_state(store: Store, state: str, args: argparse.Namespace) -> dict[str, Any]:
+    (lo, hi, n), = store.query(
+        "SELECT min(ts), max(ts), count() FROM distillwatch.shadow_evaluations FINAL").result_rows
+    lo, hi = lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC) + timedelta(milliseconds=1)
+    parts = store.query("SELECT count() FROM system.parts WHERE active AND database = 'distillwatch' "
+                        "AND table = 'shadow_evaluations'").result_rows[0][0]
+    if not args.json:
+        print(f"-- {state}: {n:,} requests (FINAL), {parts} active parts", flush=True)
+
+    def runner(sql: str, params: dict[str, Any]) -> _Result:
+        return _Result(store.query(check_read_only(sql), parameters=params, settings=read_settings(10_000)))
+
+    results = []
+    for period, since in (("all rows", lo), ("last 6 h", hi - timedelta(hours=6))):
+        scope = forensics.Scope(since, hi, limit=100)
+        for name in forensics.SAVED:
+            walls, cpus, out = timed(lambda n=name, s=scope: forensics.run(n, s, runner), args.repeat)
+            r = {"query": name, "period": period, "wall_median_s": round(statistics.median(walls), 3),
+                 "wall_min_s": round(min(walls), 3), "cpu_median_s": round(statistics.median(cpus), 3),
+                 "rows": len(out.rows), "target_met": statistics.median(walls) <= TARGET_S}
+            results.append(r)
+            if not args.json:
+                print(f"{period:9s} {name:17s} wall median {r['wall_median_s']:6.3f} s (min {r['wall_min_s']:.3f})"
+                      f"  cpu {r['cpu_median_s']:6.3f} s  rows {r['rows']:5d}  "
+                      f"{'ok' if r['target_met'] else 'OVER 1 s'}", flush=True)
+    walls, cpus, _ = timed(lambda: collect(runner, forensics.Scope(lo, hi), [60, 3600]), max(1, args.repeat // 2))
+    out = {"state": state, "requests": n, "active_parts": parts, "queries": results,
+           "report_collect_wall_s": round(statistics.median(walls), 3),
+           "report_collect_cpu_s": round(statistics.median(cpus), 3)}
+    if not args.json:
+        print(f"report data (all rows): wall {out['report_collect_wall_s']} s, cpu {out['report_collect_cpu_s']} s",
+              flush=True)
+    return out
 
 if __name__ == "__main__":
     main()
