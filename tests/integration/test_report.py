@@ -130,3 +130,52 @@ def test_an_empty_store_still_gives_a_report_that_says_so(tmp_path: Path) -> Non
     labels = {p["id"]: p["label"] for p in page.probe["plots"]}
     assert labels == {f"plot-{n}": "no data in this period" for n in PLOTS}
     assert "No alert was active" in out.read_text(encoding="utf-8")
+
+
+def test_report_data_through_the_monitors_api(tmp_path: Path) -> None:
+    """While the monitor holds the store the report reads through its HTTP API, where values
+    arrive as JSON (times as text): the same numbers as read directly."""
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from prometheus_client import CollectorRegistry
+
+    from bench.forensics_data import World, fill
+    from streams import forensics
+    from streams.clickhouse import open_store
+    from streams.http_api import make_handler, serve
+    from streams.migrations import migrate
+    from streams.report.queries import collect
+    from streams.report.render import render_html
+    from streams.sql import _via_api, check_read_only, read_settings
+    from tests.integration.pipeline_support import free_port
+
+    start = datetime.fromtimestamp((int(datetime.now(UTC).timestamp()) // 3600 - 6) * 3600, UTC)
+    scope = forensics.Scope(start - timedelta(hours=1), start + timedelta(hours=6))
+    with open_store(f"chdb://{tmp_path}/ch", owner="test_report api") as store:
+        migrate(store)
+        fill(store, World(start, 6 * 3600, 20_000))
+        port = free_port()
+        server = serve("127.0.0.1", port, make_handler(store, threading.Lock(), CollectorRegistry(),
+                                                        lambda: (True, "ok")))
+        try:
+            api = collect(lambda sql, p: _via_api(check_read_only(sql), p, f"http://127.0.0.1:{port}", 100_000),
+                          scope, [60, 3600], window_s=3600)  # the synthetic metrics are hourly
+        finally:
+            server.shutdown()
+
+        class Direct:
+            def __init__(self, result: object) -> None:
+                self.columns = list(result.column_names)  # type: ignore[attr-defined]
+                self.rows = result.result_rows  # type: ignore[attr-defined]
+                self.via = "store"
+
+        direct = collect(lambda sql, p: Direct(store.query(check_read_only(sql), parameters=p,
+                                                           settings=read_settings(100_000))), scope, [60, 3600],
+                         window_s=3600)
+    assert api.summary == direct.summary and api.summary["requests"] == 20_000
+    assert [a["starts_at"] for a in api.alerts] == [a["starts_at"] for a in direct.alerts]
+    assert [r["hour"] for r in api.fallback] == [r["hour"] for r in direct.fallback]
+    assert api.heatmap.values == direct.heatmap.values and api.calibration == direct.calibration
+    html = render_html(api)
+    assert html.count('class="plot"') == len(PLOTS) and "no data in this period" not in html
