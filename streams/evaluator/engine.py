@@ -299,7 +299,7 @@ class EvaluatorEngine:
             headers |= {"truncated_from": str(len(value)), "sha256": hashlib.sha256(value).hexdigest()}
             value = value[:DLQ_MAX_BYTES]
         self.producer.produce(self.topic(topics.DLQ), value, msg.key(), headers=headers)
-        row = dead_letter_row(msg.topic(), msg.partition(), msg.offset(), msg.value(), error)
+        row = dead_letter_row(msg.topic(), msg.partition(), msg.offset(), msg.value(), error, self.rows.redact)
         self.producer.produce(self.topic(topics.ROWS), json_each_row([row]), DEAD_LETTERS.encode(),
                               headers={"table": DEAD_LETTERS})
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,12 +124,15 @@ def _opt(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
-def dead_letter_row(topic: str, partition: int, offset: int, raw: bytes | None, error: str) -> dict[str, Any]:
+def dead_letter_row(topic: str, partition: int, offset: int, raw: bytes | None, error: str,
+                    redact: Callable[[str], str]) -> dict[str, Any]:
+    """The dead_letters row: a bad message is customer text too, so what is kept is redacted
+    (the whole text, then cut, so no item survives half-cut)."""
     raw = raw or b""
     return {
-        "topic": topic, "partition": partition, "offset": offset, "error": error[:2000],
+        "topic": topic, "partition": partition, "offset": offset, "error": redact(error[:2000]),
         "sha256": hashlib.sha256(raw).hexdigest(),
-        "raw_truncated": raw[:DEAD_LETTER_RAW_BYTES].decode("utf-8", "replace"),
+        "raw_truncated": redact(raw.decode("utf-8", "replace"))[:DEAD_LETTER_RAW_BYTES],
         "raw_size": len(raw), "received_at": time.time(),
     }
 
