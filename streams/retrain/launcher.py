@@ -148,9 +148,9 @@ class Launcher(threading.Thread):
         log.warning("retrain job %s %s (exit %s)", job.job_id, status, code)
 
     def _announce(self, job: RunningJob, result: dict[str, Any]) -> None:
-        chosen = result.get("chosen") or result.get("final") or {}
-        score = chosen.get("promotion_score") if isinstance(chosen, dict) else None
-        version = f"{job.job_id}"
+        choice = result.get("choice") or {}
+        score = choice.get("promotion_score") if isinstance(choice, dict) else None
+        version = str(result.get("model_version") or job.job_id)
         row = {"model": job.model, "model_version": version, "job_id": job.job_id,
                "path": str(job.out_dir.resolve()), "promotion_score": score,
                "metrics": json.dumps(result)[:1_000_000], "created_at": time.time()}
