@@ -25,7 +25,7 @@ from streams.report.queries import Heatmap, Timeline
 STUDENT, TEACHER, PLAN, ALERT, ALL = "#d95f02", "#1b9e77", "#7f7f7f", "#c0392b", "#222222"
 SLICE_COLORS = ("#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4")
 BAD_GOOD = LinearSegmentedColormap.from_list("bad_good", ["#c0392b", "#f7f7f7", "#1a9850"])
-STYLE = {"svg.fonttype": "path", "font.size": 9, "axes.spines.top": False,
+STYLE: Any = {"svg.fonttype": "path", "font.size": 9, "axes.spines.top": False,  # matplotlib rc
          "axes.spines.right": False, "axes.titlesize": 10, "axes.titleweight": "bold"}
 
 

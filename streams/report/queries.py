@@ -122,11 +122,12 @@ def heatmap_from(rows: list[dict[str, Any]], max_slices: int = MAX_SLICES) -> He
         base = value.get(("all", m))
         if base is None:
             continue
-        spread = max((abs(row[j] - base) for row in values if row[j] is not None), default=0.0)
+        column = [row[j] for row in values]
+        spread = max((abs(v - base) for v in column if v is not None), default=0.0)
         scale = max(spread, abs(base) * 0.05, 1e-9)
-        for i, row in enumerate(values):
-            if row[j] is not None:
-                deviation[i][j] = max(-1.0, min(1.0, direction[m] * (row[j] - base) / scale))
+        for i, v in enumerate(column):
+            if v is not None:
+                deviation[i][j] = max(-1.0, min(1.0, direction[m] * (v - base) / scale))
     return Heatmap(ordered, present, values, deviation, [support.get(s, 0.0) for s in ordered])
 
 
