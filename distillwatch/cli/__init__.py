@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from distillwatch.cli import evaluate, kafka, replay, run, schema, simulate, sql, store
-from distillwatch.cli import worker
+from distillwatch.cli import demo, worker
 from distillwatch.cli import alerts
 from distillwatch.cli import forensics
 from distillwatch.cli import report
@@ -56,6 +56,7 @@ app.command("worker")(worker.worker)
 app.command("forensics")(forensics.forensics_command)
 app.command("report")(report.report)
 app.command("train")(train.train)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:
