@@ -107,7 +107,7 @@ class Simulation:
             return ReviewQueue()
         inflow_per_hour = self.rate * 3600.0 * sum(
             p for c, p in INTENT_SHARES.items() if c in HIGH_RISK)
-        return ReviewQueue(capacity_per_hour=share * inflow_per_hour)
+        return ReviewQueue(capacity_per_hour=share * inflow_per_hour, delay_s=(60.0, 120.0))
 
     def lines(self) -> Iterator[dict[str, Any]]:
         """Replay-log lines (DESIGN §4) in event-time order."""

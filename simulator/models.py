@@ -92,6 +92,9 @@ class Behaviour:
     latency_ms: float = 90.0
     latency_sigma: float = 0.35
     device_factor: Mapping[str, float] = field(default_factory=dict)
+    """Median latency multiplier per device (the student runs on the device)."""
+    device_sigma: Mapping[str, float] = field(default_factory=dict)
+    """Log-normal spread per device, replacing ``latency_sigma`` (a heavy tail)."""
     fact_error: float = 0.002
     """Chance that an asserted catalog fact is wrong."""
     ungrounded_error: float = 0.0
@@ -123,8 +126,9 @@ class Behaviour:
 def respond(b: Behaviour, ctx: Context, rng: random.Random,
             teacher_claims: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The ModelResponse of model ``b`` to one request."""
-    latency = b.latency_ms * b.device_factor.get(ctx.slice.get("device", ""), 1.0)
-    latency *= math.exp(rng.gauss(0.0, b.latency_sigma))
+    device = ctx.slice.get("device", "")
+    latency = b.latency_ms * b.device_factor.get(device, 1.0)
+    latency *= math.exp(rng.gauss(0.0, b.device_sigma.get(device, b.latency_sigma)))
     msg: dict[str, Any] = {"request_id": ctx.request_id, "ts": ts_text(ctx.ts + timedelta(milliseconds=latency)),
                            "role": b.role, "model": b.model, "model_version": b.version,
                            "latency_ms": round(latency, 3), "cost_usd": b.cost_usd}

@@ -128,8 +128,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         minutes=10, rate=120, onset_s=300, target="language=es",
         expected=(Expectation("safety_escalation_recall_low", ("language=es",)),),
         plan=Plan(student_target=_student(
-            class_accuracy={**STUDENT.class_accuracy, "safety_escalation": 0.45})),
-        notes="Guide: safety recall 95 % → 82 %. Here 99.5 % → 45 % on the target: a minute "
+            class_accuracy={**STUDENT.class_accuracy, "safety_escalation": 0.40})),
+        notes="Guide: safety recall 95 % → 82 %. Here 99.5 % → 40 % on the target: a minute "
               "of Spanish traffic at 120 req/s holds ~17 safety escalations, too few to "
               "tell 82 % from 90 %."),
     Scenario(
@@ -181,11 +181,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         summary="a canary student is faster globally but over its latency budget on android-lowmem",
         minutes=10, rate=60, onset_s=300, target="device=android-lowmem",
         expected=(Expectation("student_latency_over_budget", ("device=android-lowmem",)),),
-        plan=Plan(student_after=_student(version="s-2-canary", latency_ms=75.0,
-                                         device_factor={"web": 1.1, "android-lowmem": 2.8})),
+        plan=Plan(student_after=_student(
+            version="s-2-canary", latency_ms=65.0, latency_sigma=0.3,
+            device_factor={"web": 1.1, "android-lowmem": 2.1}, device_sigma={"android-lowmem": 0.6})),
         notes="Guide: global p95 190 → 150 ms while low-memory mobile p95 goes 240 → 330 ms. "
-              "Here the canary's p95 is ~135 ms overall and ~370 ms on android-lowmem (budget "
-              "300 ms): at 330 ms a minute's p95 on ~360 requests dips under 300 too often."),
+              "Here global p95 ~170 → ~150 ms and android-lowmem p95 ~220 → ~365 ms (budget "
+              "300 ms): at 330 ms a minute's p95 over ~360 requests dips under 300 too often."),
 )}
 
 
