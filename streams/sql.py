@@ -26,32 +26,75 @@ class NotAReadError(DistillwatchError):
     """The statement would change something, or is not one statement."""
 
 
-def _strip_comments(sql: str) -> str:
-    sql = re.sub(r"/\*.*?\*/", " ", sql, flags=re.S)
-    return re.sub(r"--[^\n]*", " ", sql).strip()
-
-
 def check_read_only(sql: str) -> str:
-    """The statement without comments; NotAReadError unless it is a single read."""
-    text = _strip_comments(sql)
-    body = text.rstrip().rstrip(";").rstrip()
-    if not body:
+    """The statement to run (comments removed, literals as written); NotAReadError unless it is
+    a single read that writes nothing.
+
+    The text is split the way ClickHouse's lexer splits it (strings, quoted identifiers,
+    nested comments), so a quote inside an identifier or a comment marker inside a string
+    cannot hide a clause from the checks; constructs it does not model (``#`` comments,
+    ``$$`` strings) are refused rather than guessed at.
+    """
+    run, checked = _lex(sql)
+    run, checked = run.rstrip().rstrip(";").rstrip(), checked.rstrip().rstrip(";").rstrip()
+    if not checked:
         raise NotAReadError("empty query")
-    if ";" in _without_strings(body):
+    if ";" in checked:
         raise NotAReadError("one statement at a time (found ';' inside the query)")
-    verb = body.split(None, 1)[0].upper()
+    verb = checked.split(None, 1)[0].upper()
     if verb not in READ_VERBS:
         raise NotAReadError(f"only read queries are allowed ({', '.join(READ_VERBS)}); got {verb}")
-    if _OUTFILE.search(_without_strings(body)):  # the embedded engine writes the file even readonly
+    if _OUTFILE.search(checked):  # the embedded engine writes the file even readonly
         raise NotAReadError("INTO OUTFILE writes a file; only read queries are allowed")
-    return body
+    if _INSERT.search(checked):  # WITH ... INSERT: refused by readonly=1, but clickhouse-connect
+        # applies an insert's settings to the session and cannot take readonly back: every later
+        # write of the monitor (the sink) would fail
+        raise NotAReadError("only read queries are allowed; found INSERT")
+    return run
 
 
 _OUTFILE = re.compile(r"\bINTO\s+OUTFILE\b", re.IGNORECASE)
+_INSERT = re.compile(r"\bINSERT\b", re.IGNORECASE)
 
 
-def _without_strings(sql: str) -> str:
-    return re.sub(r"'(?:[^'\\]|\\.)*'", "''", sql)
+def _lex(sql: str) -> tuple[str, str]:
+    """(text to run: comments as spaces; text to check: strings as '' too)."""
+    run: list[str] = []
+    checked: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch, two = sql[i], sql[i:i + 2]
+        if ch in "'\"`":
+            end = i + 1
+            while end < n and sql[end] != ch:
+                end += 2 if sql[end] == "\\" else 1
+            if end >= n:
+                raise NotAReadError(f"unterminated {ch} at character {i}")
+            run.append(sql[i:end + 1])
+            checked.append("''" if ch == "'" else sql[i:end + 1])
+            i = end + 1
+        elif two == "--":
+            end = sql.find("\n", i)
+            i = n if end < 0 else end
+            run.append(" ")
+            checked.append(" ")
+        elif two == "/*":
+            end = sql.find("*/", i + 2)
+            if end < 0:
+                raise NotAReadError(f"unterminated comment at character {i}")
+            if "/*" in sql[i + 2:end]:
+                raise NotAReadError("nested comments are not accepted")
+            i = end + 2
+            run.append(" ")
+            checked.append(" ")
+        elif ch in "#$":
+            raise NotAReadError(f"'{ch}' outside a string ({'comment' if ch == '#' else 'heredoc'} syntax)"
+                                " is not accepted; use -- comments and '...' strings")
+        else:
+            run.append(ch)
+            checked.append(ch)
+            i += 1
+    return "".join(run), "".join(checked)
 
 
 def read_settings(max_rows: int) -> dict[str, Any]:
