@@ -60,6 +60,17 @@ class Runtime:
         dist.broadcast(t, src=0)
         return bool(t.item())
 
+    def sum_across(self, values: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
+        """Element-wise sums over all ranks (epoch loss sums, examples seen)."""
+        if not self.distributed:
+            return values, count
+        packed = torch.cat([values.double(), torch.tensor([float(count)], dtype=torch.float64)])
+        if self.cuda:
+            packed = packed.to(self.device)
+        dist.all_reduce(packed)
+        packed = packed.cpu()
+        return packed[:-1], int(packed[-1].item())
+
     def close(self) -> None:
         if self.initialised_here and dist.is_initialized():
             dist.destroy_process_group()

@@ -164,12 +164,14 @@ def run_loop(model: Any, train_ids: list[list[int]], train: TrainSet, heldout: H
                 torch.nn.utils.clip_grad_norm_(model.parameters(), opts.max_grad_norm)
             optimizer.step()
             schedule.step()
+            # parts are this rank's share × world size; summed over ranks / world size = global
             sums += torch.stack([parts.total, parts.ce, parts.kd, parts.rare]).detach().double().cpu() / rt.world_size
             steps += 1
             seen += int(b["labels"].shape[0])
         if rt.cuda:
             torch.cuda.synchronize(rt.device)
         seconds = time.perf_counter() - started
+        sums, seen = rt.sum_across(sums, seen)
         total_wait, total_time, total_examples = total_wait + wait, total_time + seconds, total_examples + seen
         means = (sums / max(steps, 1)).tolist()
         train_metrics = {"loss": means[0], "ce": means[1], "kd": means[2], "rare": means[3]}
@@ -184,7 +186,7 @@ def run_loop(model: Any, train_ids: list[list[int]], train: TrainSet, heldout: H
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
             if checkpoint_dir is not None:
                 _write_checkpoint(_unwrap(model), checkpoint_dir, epoch)
-        record = EpochRecord(epoch, train_metrics, heldout_metrics, improved, seconds, seen * rt.world_size,
+        record = EpochRecord(epoch, train_metrics, heldout_metrics, improved, seconds, seen,
                              wait / seconds if seconds > 0 else 0.0)
         records.append(record)
         if rt.is_main:
@@ -194,7 +196,7 @@ def run_loop(model: Any, train_ids: list[list[int]], train: TrainSet, heldout: H
             break
     timing = {
         "train_seconds": total_time,
-        "examples_per_s": total_examples * rt.world_size / total_time if total_time > 0 else 0.0,
+        "examples_per_s": total_examples / total_time if total_time > 0 else 0.0,
         "input_wait_fraction": total_wait / total_time if total_time > 0 else 0.0,
     }
     return LoopResult(records, selector, best_state, stopped_early, timing)

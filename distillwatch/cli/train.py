@@ -31,6 +31,7 @@ def train(
     epochs: int = typer.Option(8, "--epochs", min=1, help="Most epochs to run."),
     patience: int = typer.Option(2, "--patience", min=1, help="Stop after this many epochs without a better promotion score."),
     student: str = typer.Option("tiny", "--student", help="tiny, mini, small, or a local model directory."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", min=0.0, max=0.9, help="Dropout [default: the student's, 0.1]."),
     weights: Optional[str] = typer.Option(None, "--weights", help="CE,KD,RARE loss weights [default: request hints, else 0.45,0.55,0.30]."),
     temperature: Optional[float] = typer.Option(None, "--temperature", min=0.01, help="KD temperature T [default: request hint, else 2]."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Global batch size (split across DDP ranks)."),
@@ -64,7 +65,7 @@ def train(
             loss = LossWeights.parse(weights, t) if weights is not None else LossWeights(temperature=t)
         opts = TrainingOptions(
             out_dir=out, log=from_log, dataset=dataset, request=request,
-            eval_config=settings.evaluation.eval_config(), weights=loss, student=student,
+            eval_config=settings.evaluation.eval_config(), weights=loss, student=student, dropout=dropout,
             device=device, slices=tuple(slice_ or ()), model=model, threads=threads,
             loop=LoopOptions(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed),
             prepare=PrepareOptions(heldout_share=heldout),
