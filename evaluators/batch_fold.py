@@ -5,7 +5,7 @@ instead buffers its requests (their evaluations, or ready counter rows) and fold
 together: the counter rows of the batch are computed column by column
 (``evaluators.columnar``), the counters of every slice are one product, ``incidence (slices ×
 requests) @ counts (requests × counters)``, and the sketch keys of every (slice, key) pair are
-counted with one ``np.unique``. Counters are sums, so the result equals one-by-one addition
+counted with one ``np.bincount``. Counters are sums, so the result equals one-by-one addition
 (integer counts exactly; float sums up to rounding in the order of addition).
 """
 
@@ -57,7 +57,8 @@ class SliceIndex:
                 # a name listed twice (a one-key cross) is still one membership
                 self._rows.append([names.setdefault(s, len(names)) for s in dict.fromkeys(key)])
             out.append(cid)
-        self.names = list(self._name_ids)
+        if len(self.names) < len(self._name_ids):
+            self.names = list(self._name_ids)
         return np.asarray(out, dtype=np.int64)
 
     def table(self) -> np.ndarray:
@@ -130,8 +131,13 @@ class Batch:
 
 
 def fold(states: dict[str, WindowState], batch: Batch, layout: Layout,
-         columnar: ColumnarCounts | None = None, index: SliceIndex | None = None) -> None:
-    """Add every request of ``batch`` to the state of each of its slices (creating states)."""
+         columnar: ColumnarCounts | None = None, index: SliceIndex | None = None,
+         pending: PendingKeys | None = None) -> None:
+    """Add every request of ``batch`` to the state of each of its slices (creating states).
+
+    With ``pending``, the sketch keys are collected there and reach the states' sketches when
+    it is flushed (counters are added at once either way).
+    """
     n = batch.n
     if n == 0:
         return
@@ -145,20 +151,24 @@ def fold(states: dict[str, WindowState], batch: Batch, layout: Layout,
     present = members >= 0
     m_global = members[present]
     m_row = np.nonzero(present)[0]
-    # local slice ids in order of first appearance (the order states are created in)
-    uniq, first, inverse = np.unique(m_global, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty(len(uniq), dtype=np.int64)
-    rank[order] = np.arange(len(uniq))
-    m_slice = rank[inverse.reshape(-1)]
+    # local slice ids in order of first appearance (the order states are created in);
+    # global ids are small, so first positions are found densely instead of by sorting
     names = index.names
+    n_members = len(m_global)
+    first = np.full(len(names), n_members, dtype=np.int64)
+    np.minimum.at(first, m_global, np.arange(n_members))
+    used = np.flatnonzero(first < n_members)
+    order = used[np.argsort(first[used], kind="stable")]
+    local = np.empty(len(names), dtype=np.int64)
+    local[order] = np.arange(len(order))
+    m_slice = local[m_global]
 
-    incidence = np.zeros((len(uniq), n))
+    incidence = np.zeros((len(order), n))
     incidence[m_slice, m_row] = 1.0
     sums = incidence @ counts
 
     targets = []
-    for gid in uniq[order].tolist():
+    for gid in order.tolist():
         name = names[gid]
         state = states.get(name)
         if state is None:
@@ -174,7 +184,58 @@ def fold(states: dict[str, WindowState], batch: Batch, layout: Layout,
         if not present_k.any():
             continue
         weights = None if all_added else signs[m_row[present_k]]
-        _add_keys(targets, col, *_key_totals(m_slice[present_k], column[present_k], weights, len(uniq)))
+        cells = _key_totals(m_slice[present_k], column[present_k], weights, len(order))
+        if pending is None:
+            _add_keys(targets, col, *cells)
+        else:
+            pending.add(targets, col, *cells)
+
+
+class PendingKeys:
+    """Sketch keys of one window's folded batches, not yet added to the sketches' dicts.
+
+    Adding a (slice, key) total to a sketch is a few Python operations, ~5 per request when
+    done per batch. A window's batches repeat most of their (slice, key) cells, so the cells
+    of many batches are merged with numpy first and each distinct cell is added once.
+    """
+
+    MAX_CELLS = 200_000
+    """Cells held before they are merged and added (bounds memory: ~5 MB)."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[list[WindowState], int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.cells = 0
+
+    def add(self, targets: list[WindowState], col: int, slots: np.ndarray, keys: np.ndarray,
+            totals: np.ndarray) -> None:
+        self._parts.append((targets, col, slots, keys, totals))
+        self.cells += len(slots)
+        if self.cells > self.MAX_CELLS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add every held cell to its sketch."""
+        if not self._parts:
+            return
+        slot_of: dict[int, int] = {}
+        states: list[WindowState] = []
+        columns: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[], [], []]
+        for targets, col, slots, keys, totals in self._parts:
+            lut = []
+            for state in targets:
+                slot = slot_of.get(id(state))
+                if slot is None:
+                    slot = slot_of[id(state)] = len(states)
+                    states.append(state)
+                lut.append(slot)
+            columns[col].append((np.asarray(lut, dtype=np.int64)[slots], keys, totals))
+        self._parts, self.cells = [], 0
+        for col, parts in enumerate(columns):
+            if parts:
+                slots = np.concatenate([p[0] for p in parts])
+                keys = np.concatenate([p[1] for p in parts])
+                totals = np.concatenate([p[2] for p in parts]).astype(np.float64)
+                _add_keys(states, col, *_key_totals(slots, keys, totals, len(states)))
 
 
 DENSE_CELLS = 1 << 22
@@ -182,7 +243,7 @@ DENSE_CELLS = 1 << 22
 
 
 def _key_totals(slots: np.ndarray, keys: np.ndarray, weights: np.ndarray | None, n_slots: int
-                ) -> tuple[list[int], list[int], list[bool], list[int]]:
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct (slot, key) pairs with their total weight (zero totals dropped), by slot.
 
     Keys of one batch span a few hundred buckets, so a dense ``bincount`` over (slot, key)
@@ -203,24 +264,24 @@ def _key_totals(slots: np.ndarray, keys: np.ndarray, weights: np.ndarray | None,
         kept = totals != 0
         cells, totals = cells[kept], totals[kept]
     raw = cells % width
-    return ((cells // width).tolist(), (raw + base).tolist(), (raw == 0).tolist(),
-            totals.astype(np.int64).tolist())
+    return cells // width, np.where(raw == 0, ZERO_BUCKET, raw + base), totals.astype(np.int64)
 
 
-def _add_keys(targets: list[WindowState], col: int, slots: list[int], keys: list[int],
-              zeros: list[bool], totals: list[int]) -> None:
+def _add_keys(targets: list[WindowState], col: int, slots: np.ndarray, keys: np.ndarray,
+              totals: np.ndarray) -> None:
     """Add each (slice, key) total to its slice's sketch: one tight loop, no per-key calls."""
     current = -1
     bins: dict[int, int] = {}
     sketch = None
-    for slot, key, is_zero, total in zip(slots, keys, zeros, totals, strict=True):
+    zero_key = ZERO_BUCKET
+    for slot, key, total in zip(slots.tolist(), keys.tolist(), totals.tolist(), strict=True):
         if slot != current:
             current = slot
             sketch = targets[slot].sketches()[col]
             bins = sketch.bins
         assert sketch is not None
         sketch.count += total
-        if is_zero:
+        if key == zero_key:
             sketch.zeros += total
             continue
         new = bins.get(key, 0) + total

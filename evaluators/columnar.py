@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 
@@ -61,15 +62,13 @@ class ColumnarCounts:
     def features(self, evs: Sequence[RequestEvaluation]) -> tuple[np.ndarray, np.ndarray]:
         """(n × len(_F)) float features and (n × 3) sketch keys: the only per-request loop."""
         codes = self._codes
-        lg = self._sketch.log_gamma
-        floor = self._sketch.min_value
-        log, ceil = math.log, math.ceil
+        nan = math.nan
         rows = []
-        keys = []
         for ev in evs:
             t, s, r = ev.teacher, ev.student, ev.replica
             prefs = ev.preferences
             ref = ev.reference_intent
+            a, b, c = t.latency_ms, s.latency_ms, ev.dataset_age_days
             rows.append((
                 ev.names_entity, ev.retrieval_miss, ev.new_title, ev.copied_claims,
                 1.0 if ev.fallback else 0.0, 1.0 if ev.fallback_naive else 0.0, codes[ref],
@@ -82,16 +81,33 @@ class ColumnarCounts:
                 # Python's float power, as contribution() computes it (numpy's square of an
                 # array can differ in the last bit)
                 ((s.top1 or 0.0) - (s.intent == ref)) ** 2 if s.answered and ref is not None else 0.0,
-            ))
-            a, b, c = t.latency_ms, s.latency_ms, ev.dataset_age_days
-            keys.append((
-                NO_VALUE if a is None else ZERO_BUCKET if a <= floor else ceil(log(a) / lg),
-                NO_VALUE if b is None else ZERO_BUCKET if b <= floor else ceil(log(b) / lg),
-                NO_VALUE if c is None else ZERO_BUCKET if c <= floor else ceil(log(c) / lg),
+                nan if a is None else a, nan if b is None else b, nan if c is None else c,
             ))
         n = len(rows)
-        feats = np.array(rows, dtype=np.float64).reshape(n, len(_F))
-        return feats, np.array(keys, dtype=np.int64).reshape(n, 3)
+        width = len(_F) + 3
+        flat = np.fromiter(chain.from_iterable(rows), np.float64, n * width).reshape(n, width)
+        return flat[:, : len(_F)], self._keys(flat[:, len(_F):])
+
+    def _keys(self, values: np.ndarray) -> np.ndarray:
+        """Sketch bucket codes of (n × 3) values (NaN: none), exactly as ``QuantileSketch.key``.
+
+        ``ceil(log(v) / log_gamma)`` in numpy; numpy's log may differ from ``math.log`` in the
+        last bit, which only matters where the quotient is within a hair of an integer, so
+        those few are computed again with ``math.log``.
+        """
+        sketch = self._sketch
+        keys = np.full(values.shape, NO_VALUE, dtype=np.int64)
+        zero = values <= sketch.min_value  # False for NaN
+        keys[zero] = ZERO_BUCKET
+        positive = values > sketch.min_value
+        v = values[positive]
+        y = np.log(v) / sketch.log_gamma
+        k = np.ceil(y)
+        near = np.abs(y - np.rint(y)) < 1e-9
+        if near.any():
+            k[near] = [math.ceil(math.log(x) / sketch.log_gamma) for x in v[near].tolist()]
+        keys[positive] = k.astype(np.int64)
+        return keys
 
     def rows(self, evs: Sequence[RequestEvaluation], signs: Sequence[int] | None = None
              ) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from evaluators.batch_fold import Batch, SliceIndex, fold
+from evaluators.batch_fold import Batch, PendingKeys, SliceIndex, fold
 from evaluators.columnar import ColumnarCounts
 from evaluators.request import RequestEvaluation
 from evaluators.window_state import Contribution, Layout, WindowState
@@ -55,19 +55,26 @@ class TumblingWindows:
         """Start of the oldest open window (a cheap test for pop_closed)."""
         self._columnar = ColumnarCounts(layout)
         self._index = SliceIndex()
+        self._keys: dict[int, PendingKeys] = {}
+        """Sketch keys folded but not yet in the sketches, per window start."""
 
     @property
     def open(self) -> dict[int, dict[str, WindowState]]:
         """Open windows' slice states (buffered contributions folded in first)."""
         for start in list(self._pending):
             self._fold(start)
+        for keys in self._keys.values():
+            keys.flush()
         return self._states
 
     def _fold(self, start: int) -> None:
         batch = self._pending.pop(start, None)
         states = self._states.setdefault(start, {})
         if batch is not None:
-            fold(states, batch, self.layout, self._columnar, self._index)
+            keys = self._keys.get(start)
+            if keys is None:
+                keys = self._keys[start] = PendingKeys()
+            fold(states, batch, self.layout, self._columnar, self._index, keys)
 
     @property
     def watermark(self) -> float:
@@ -83,10 +90,11 @@ class TumblingWindows:
         ``contrib`` is a request's evaluation (its counters are computed with the rest of its
         batch; ``sign`` -1 takes it back out) or its ready Contribution (``sign`` unused).
         """
-        if self.is_late(ts):
+        size = self.size
+        start = math.floor(ts / size) * size  # window_start, inline: this runs per request
+        if start + size <= self.max_event_ts - self.grace:  # is_late
             self.late_events += 1
             return False
-        start = window_start(ts, self.size)
         if start < self._earliest:
             self._earliest = start
         self._append(start, slices, contrib, sign)
@@ -137,6 +145,9 @@ class TumblingWindows:
 
     def _close(self, start: int) -> ClosedWindow:
         self._fold(start)
+        keys = self._keys.pop(start, None)
+        if keys is not None:
+            keys.flush()
         return ClosedWindow(start, self.size, self._states.pop(start))
 
     def restore(self, max_event_ts: float, late_events: int,
@@ -146,4 +157,5 @@ class TumblingWindows:
         self.late_events = late_events
         self._states = states
         self._pending = {}
+        self._keys = {}
         self._earliest = min(states, default=math.inf)

@@ -136,16 +136,18 @@ def _response_ok(response: ModelResponse | None, role: str, request_id: str) -> 
 
 def _accepts(line: Line) -> bool:
     """The contract's cross-field rules that msgspec's types do not express."""
-    kinds = (line.request is not None) + (line.catalog is not None) + (line.label is not None)
+    request = line.request
+    if request is not None:  # the usual line first
+        if line.catalog is not None or line.label is not None:
+            return False
+        rid = request.request_id
+        t, s, r = line.teacher, line.student, line.teacher_replica
+        return ((t is None or _response_ok(t, "teacher", rid))
+                and (s is None or _response_ok(s, "student", rid))
+                and (r is None or _response_ok(r, "teacher_replica", rid)))
+    kinds = (line.catalog is not None) + (line.label is not None)
     if kinds != 1:
         return False
-    if line.request is not None:
-        rid = line.request.request_id
-        return (
-            _response_ok(line.teacher, "teacher", rid)
-            and _response_ok(line.student, "student", rid)
-            and _response_ok(line.teacher_replica, "teacher_replica", rid)
-        )
     if line.teacher is not None or line.student is not None or line.teacher_replica is not None:
         return False
     label = line.label

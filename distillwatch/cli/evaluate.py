@@ -14,7 +14,7 @@ import typer
 from threadpoolctl import threadpool_limits
 
 from distillwatch.cli.context import console_err, fail, settings_of
-from evaluators.offline import LogSummary, evaluate_log
+from evaluators.offline import LogSummary, collect_rarely, evaluate_log
 from evaluators.readout import MetricRow
 from schemas.messages import utc_timestamp
 
@@ -114,15 +114,16 @@ def evaluate(
     out = sys.stdout.buffer
     # One core: the per-window matrix products are small, and BLAS threads only contend.
     limits = threadpool_limits(1)
-    for row in rows:
-        if judge is not None:
-            judge.observe(row)
-        if not (fnmatchcase(row.slice, slice_glob) and fnmatchcase(row.metric, metric_glob)):
-            continue
-        if output is OutputFormat.json:
-            out.write(row_json(row) + b"\n")
-        else:
-            out.write(row_text(row).encode() + b"\n")
+    with collect_rarely():
+        for row in rows:
+            if judge is not None:
+                judge.observe(row)
+            if not (fnmatchcase(row.slice, slice_glob) and fnmatchcase(row.metric, metric_glob)):
+                continue
+            if output is OutputFormat.json:
+                out.write(row_json(row) + b"\n")
+            else:
+                out.write(row_text(row).encode() + b"\n")
     out.flush()
     limits.restore_original_limits()
     if judge is not None:

@@ -9,6 +9,7 @@ check, ties between classes, labels naming classes outside the configured set, p
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -102,21 +103,27 @@ SLICE_LISTS = [["all"], ["all", "region=eu"], ("all", "region=eu", "device=us"),
                ["all", "all"]]
 
 
-@pytest.mark.parametrize(("max_combos", "dense_cells"), [
-    (batch_fold.MAX_COMBOS, batch_fold.DENSE_CELLS),
-    (1, 1),  # the slice index starting over at every batch; sketch keys sorted, not counted densely
+@pytest.mark.parametrize(("max_combos", "dense_cells", "held_cells"), [
+    (batch_fold.MAX_COMBOS, batch_fold.DENSE_CELLS, None),  # sketch keys added per batch
+    (batch_fold.MAX_COMBOS, batch_fold.DENSE_CELLS, 10**9),  # ... merged over all batches first
+    (1, 1, 3),  # index starting over every batch; keys sorted, not counted densely; merged often
 ])
 @SETTINGS
 @given(data=st.data())
-def test_batch_fold_equals_adding_one_by_one(max_combos: int, dense_cells: int, data: st.DataObject) -> None:
+def test_batch_fold_equals_adding_one_by_one(max_combos: int, dense_cells: int, held_cells: int | None,
+                                             data: st.DataObject) -> None:
     """Evaluations and ready contributions, added and taken back, to repeated slice lists."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(batch_fold, "MAX_COMBOS", max_combos)
         patch.setattr(batch_fold, "DENSE_CELLS", dense_cells)
-        _fold_and_compare(data)
+        pending = None
+        if held_cells is not None:
+            patch.setattr(batch_fold.PendingKeys, "MAX_CELLS", held_cells)
+            pending = batch_fold.PendingKeys()
+        _fold_and_compare(data, pending)
 
 
-def _fold_and_compare(data: st.DataObject) -> None:
+def _fold_and_compare(data: st.DataObject, pending: batch_fold.PendingKeys | None) -> None:
     config = CONFIGS[0]
     layout = Layout(config)
     sketch = QuantileSketch()
@@ -136,7 +143,9 @@ def _fold_and_compare(data: st.DataObject) -> None:
                 batch.append(slices, one)
             for name in dict.fromkeys(slices):  # a slice listed twice counts once
                 expected.setdefault(name, WindowState.empty(layout)).add(one)
-        fold(folded, batch, layout, ColumnarCounts(layout), index)
+        fold(folded, batch, layout, ColumnarCounts(layout), index, pending)
+    if pending is not None:
+        pending.flush()
     assert folded.keys() == expected.keys()
     for name, state in expected.items():
         got = folded[name]
@@ -159,3 +168,20 @@ def _top_two_by_sorting(probs: dict[str, float], order: dict[str, int]) -> tuple
 def test_top_two_with_and_without_ties(probs: dict[str, float]) -> None:
     order = EvalConfig().order
     assert top_two(probs, order) == _top_two_by_sorting(probs, order)
+
+
+def test_sketch_keys_equal_the_sketch_even_on_bucket_boundaries() -> None:
+    """numpy's log may differ from math.log in the last bit: values at (and next to) bucket
+    boundaries gamma^k must still get QuantileSketch.key's bucket."""
+    sketch = QuantileSketch()
+    gamma = math.exp(sketch.log_gamma)
+    values = [0.0, 1e-12, sketch.min_value, 0.5, 1.0, 3.0, 900.0, 1e9]
+    for k in range(-300, 3000, 7):
+        edge = gamma**k
+        values += [edge, math.nextafter(edge, 0.0), math.nextafter(edge, math.inf)]
+    got = ColumnarCounts(Layout(CONFIGS[0]))._keys(np.array(values).reshape(-1, 1))
+    for value, key in zip(values, got[:, 0].tolist(), strict=True):
+        want = sketch.key(value)
+        assert key == (batch_fold.ZERO_BUCKET if want is None else want), value
+    nothing = ColumnarCounts(Layout(CONFIGS[0]))._keys(np.array([[math.nan]]))
+    assert nothing[0, 0] == batch_fold.NO_VALUE
