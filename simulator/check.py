@@ -9,7 +9,7 @@ The same check applies to the monitor's alerts table once its rows become transi
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluators.alert_tracker import Transition
@@ -28,6 +28,8 @@ class JudgedLog:
 
     transitions: list[Transition]
     breaches: list[Breach]
+    rows: list[MetricRow] = field(default_factory=list)
+    """The evaluated windows, when asked for (``keep_rows``)."""
 
     @property
     def firing(self) -> list[Transition]:
@@ -40,24 +42,28 @@ def _lines(path: Path) -> Iterator[bytes]:
 
 
 def judge_rows(rows: Iterable[MetricRow], rules: RuleSet | None = None,
-               config: EvalConfig | None = None) -> JudgedLog:
+               config: EvalConfig | None = None, keep_rows: bool = False) -> JudgedLog:
     """Judge metric rows (in window order, as evaluate_log yields them) with the rules."""
     config = config or EvalConfig()
     rules = rules or RuleSet.load(None, {"planned_fallback_rate": config.planned_fallback_rate})
     judge = Judge(rules)
     transitions: list[Transition] = []
+    kept: list[MetricRow] = []
     for row in rows:
         transitions += judge.observe(row)
+        if keep_rows:
+            kept.append(row)
     transitions += judge.finish()
-    return JudgedLog(transitions, list(judge.breaches))
+    return JudgedLog(transitions, list(judge.breaches), kept)
 
 
 def judge_log(log_path: Path | str, config: EvalConfig | None = None,
-              rules: RuleSet | None = None, window_s: int = WINDOW_S) -> JudgedLog:
+              rules: RuleSet | None = None, window_s: int = WINDOW_S,
+              keep_rows: bool = False) -> JudgedLog:
     """Evaluate a log window by window and judge every window with the rules."""
     path = Path(log_path)
     config = config or EvalConfig()
-    return judge_rows(evaluate_log(lambda: _lines(path), config, window_s), rules, config)
+    return judge_rows(evaluate_log(lambda: _lines(path), config, window_s), rules, config, keep_rows)
 
 
 def scenario_alerts(log_path: Path | str, config: EvalConfig | None = None,

@@ -51,7 +51,8 @@ class Simulation:
         if self.minutes <= 0 or self.rate <= 0:
             raise ValueError("minutes and rate must be > 0")
         self.duration_s = self.minutes * 60.0
-        self.onset_s = scenario.onset_for(self.duration_s)
+        onset = scenario.onset_for(self.duration_s)
+        self.onset_s = None if onset is None else float(onset)
         self.world = WorldConfig(seed=seed, start=start)
         self.catalog = Catalog(self.world, self.duration_s)
         self.plan = scenario.plan
@@ -156,7 +157,11 @@ class Simulation:
 
     def _count(self, ctx: Context, reference: str | None, s_top: str | None,
                student: dict[str, Any]) -> None:
-        """What the payload sampler will call risky: high-risk reference, wrong, or a fact error."""
+        """What the payload sampler will call risky: high-risk reference, wrong, or a fact error.
+
+        The same before and after a human label arrives (the stream samples at a request's
+        first evaluation): only requests whose reference is already high-risk are reviewed,
+        and models never put a high-risk class on top by mistake, so the label keeps it so."""
         self.stats["requests"] += 1
         wrong_fact = ctx.title is not None and any(
             c["value"] == wrong_value(ctx.title, c["attribute"]) for c in student.get("claims", ()))

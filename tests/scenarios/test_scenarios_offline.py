@@ -26,7 +26,7 @@ from evaluators.config import EvalConfig
 from evaluators.offline import LogSummary, collect_labels, evaluated_requests, evaluate_log
 from evaluators.readout import MetricRow
 from simulator import scenarios
-from simulator.check import judge_log, judge_rows
+from simulator.check import JudgedLog, judge_log, judge_rows, scenario_alerts
 from simulator.generate import Simulation
 from simulator.truth import Truth, check_transitions, truth_path
 from streams.evaluator.outputs import SamplingPolicy
@@ -57,7 +57,11 @@ class Run:
 
     log: Path
     truth: Truth
-    rows: list[MetricRow]
+    judged: JudgedLog
+
+    @property
+    def rows(self) -> list[MetricRow]:
+        return self.judged.rows
 
     def values(self, slice_key: str, metric: str) -> list[float]:
         """The metric in every window from the onset on."""
@@ -85,7 +89,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, int], Run]:
     def get(name: str, seed: int = 0) -> Run:
         if (name, seed) not in cache:
             log, truth = simulate(folder, name, seed)
-            cache[(name, seed)] = Run(log, truth, list(evaluate_log(lambda: read(log), EvalConfig(), 60)))
+            cache[(name, seed)] = Run(log, truth, judge_log(log, keep_rows=True))
         return cache[(name, seed)]
     return get
 
@@ -94,14 +98,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, int], Run]:
 @pytest.mark.parametrize("name", WITH_RULES)
 def test_the_expected_rule_fires_on_the_target_slice_only(name: str, seed: int, runs: Callable[[str, int], Run]) -> None:
     run = runs(name, seed)
-    truth = run.truth
-    judged = judge_rows(run.rows)
+    truth, judged = run.truth, run.judged
     assert check_transitions(truth, judged.transitions) == []
     expected = {(e.rule, s) for e in truth.expected for s in e.slices}
     assert truth.onset_window_start is not None
     early = [b for b in judged.breaches
              if (b.rule, b.slice) in expected and b.window_start < truth.onset_window_start]
     assert early == [], "the expected rule breached before the onset"
+
+
+def test_scenario_alerts_is_the_judged_log(runs: Callable[[str, int], Run]) -> None:
+    """The helper the monitor-side tests reuse gives the transitions checked above."""
+    run = runs("stale_student", 0)
+    assert scenario_alerts(run.log) == run.judged.transitions != []
 
 
 def test_clean_control_pages_nobody_for_two_hours_on_any_slice(tmp_path: Path) -> None:
@@ -190,7 +199,7 @@ def test_payload_sampling_stays_within_the_policy(runs: Callable[[str, int], Run
     evaluators see (high-risk reference, wrong top-1, or a wrong fact)."""
     run = runs("payload_sampling")
     log, truth = run.log, run.truth
-    assert check_transitions(truth, judge_rows(run.rows).transitions) == []
+    assert check_transitions(truth, run.judged.transitions) == []
     policy = SamplingPolicy()
     info = truth.extra["payload_sampling"]
     assert (info["payload_share"], info["forensic_rate"]) == (policy.payload_share, policy.forensic_rate)
@@ -216,7 +225,7 @@ def test_review_backlog_grows_as_the_truth_says(runs: Callable[[str, int], Run])
     requests whose reference is high-risk before review, and the human labels they got."""
     run = runs("review_backlog")
     log, truth = run.log, run.truth
-    assert check_transitions(truth, judge_rows(run.rows).transitions) == []
+    assert check_transitions(truth, run.judged.transitions) == []
     info = truth.extra["review"]
     queued: dict[str, float] = {}
     labelled: dict[str, float] = {}
