@@ -64,4 +64,7 @@ class Catalog:
         truth = facts.get(claim.attribute)
         if truth is None:
             return Verdict.UNCHECKABLE
-        return Verdict.CORRECT if value_set(claim.value) <= truth else Verdict.WRONG
+        value = claim.value
+        if isinstance(value, str):  # {value} <= truth, without building the set
+            return Verdict.CORRECT if value in truth else Verdict.WRONG
+        return Verdict.CORRECT if value_set(value) <= truth else Verdict.WRONG
