@@ -19,10 +19,11 @@ The conventions (also written for readers in docs/index.md, "How the examples ar
 - Any other ``sh``/``bash``/``python`` block starts with the line
   ``# not run by the docs tests: REASON`` (e.g. it needs a remote cluster or GPUs).
 
-Each page runs in a fresh directory, with its own Kafka topic prefix, consumer group and
-HTTP port. Before comparing, the output has the topic prefix removed and the HTTP port
-written as the default 8088 (commands have ``:8088`` replaced by the real port), and lines
-that librdkafka logs by itself (``%6|1700000000.123|...``) are left out.
+Each page runs in a fresh directory, with its own Kafka topic prefix and consumer group, and
+free ports in place of the two the pages use (8088, the monitor's HTTP API; 8080, a webhook
+receiver): they are replaced in commands and files, and put back in the output. Before
+comparing, the output also has the topic prefix removed, and lines that librdkafka logs by
+itself (``%6|1700000000.123|...``) are left out.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ STRICT_PAGES = ["README.md", "docs/index.md", "docs/quickstart.md", "docs/concep
 """Pages where every shell or Python block must run or say why not (the user guide)."""
 SHELL_OR_PYTHON = {"console", "pycon", "sh", "bash", "shell", "zsh", "shell-session", "python", "py"}
 NOT_RUN = re.compile(r"^#\s*not run by the docs tests:\s*\S")
-DEFAULT_PORT = "8088"
+FIXED_PORTS = ("8088", "8080")
+"""Ports the pages use (the monitor's HTTP API, a local webhook receiver): each page gets free ones."""
 COMMAND_TIMEOUT_S = 300.0
 BACKGROUND_WAIT_S = 120.0
 LIBRDKAFKA_LOG = re.compile(r"%\d\|\d+\.\d+\|[A-Z_]+\|[^\n]*(?:\n|$)")
@@ -195,16 +197,23 @@ class Session:
     cwd: Path
     env: dict[str, str]
     prefix: str
-    port: int
+    ports: dict[str, int]
     background: list[Background] = field(default_factory=list)
     globs: dict[str, Any] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
     def clean(self, actual: str) -> str:
-        return actual.replace(self.prefix, "").replace(f":{self.port}", f":{DEFAULT_PORT}")
+        """Output as the page shows it: no topic prefix, the pages' port numbers."""
+        actual = actual.replace(self.prefix, "")
+        for shown, real in self.ports.items():
+            actual = re.sub(rf":{real}\b", f":{shown}", actual)
+        return actual
 
     def command_text(self, text: str) -> str:
-        return text.replace(f":{DEFAULT_PORT}", f":{self.port}")
+        """A command or file of the page with this session's ports."""
+        for shown, real in self.ports.items():
+            text = re.sub(rf"\b{shown}\b", str(real), text)
+        return text
 
     def run(self, cmd: Command, where: str) -> None:
         text = self.command_text(cmd.text).rstrip()
@@ -303,7 +312,7 @@ class Session:
 
 def make_session(tmp_path: Path, bootstrap: str) -> Session:
     prefix = f"dwdoc{uuid.uuid4().hex[:10]}."
-    port = free_port()
+    ports = {shown: free_port() for shown in FIXED_PORTS}
     bin_dir = tmp_path / ".bin"
     bin_dir.mkdir()
     for name, args in (("distillwatch", "-m distillwatch "), ("python", "")):
@@ -323,9 +332,9 @@ def make_session(tmp_path: Path, bootstrap: str) -> Session:
         "DISTILLWATCH_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "DISTILLWATCH_TOPIC_PREFIX": prefix,
         "DISTILLWATCH_EVALUATOR__GROUP_ID": f"{prefix}evaluator",
-        "DISTILLWATCH_HTTP__PORT": str(port),
+        "DISTILLWATCH_HTTP__PORT": str(ports["8088"]),
     })
-    return Session(work, env, prefix, port)
+    return Session(work, env, prefix, ports)
 
 
 def runnable(block: Block) -> bool:
@@ -386,7 +395,7 @@ def test_page_examples(page: str, tmp_path: Path, kafka_bootstrap: str, drop_top
             if block.title is not None:
                 target = session.cwd / block.title
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(block.text, encoding="utf-8")
+                target.write_text(session.command_text(block.text), encoding="utf-8")
             elif block.lang == "console":
                 for cmd in commands_of(block):
                     session.run(cmd, f"{page}:{cmd.line}")
