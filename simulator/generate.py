@@ -26,7 +26,6 @@ from simulator.scenarios import Scenario
 from simulator.world import HIGH_RISK, INTENT_SHARES, START, Catalog, Context, Noise, WorldConfig, draw_request, rng_for, ts_text
 
 PREFERENCE_SHARE = 0.05
-WINDOW_S = 60
 
 
 @dataclass
@@ -57,6 +56,10 @@ class Simulation:
         self.catalog = Catalog(self.world, self.duration_s)
         self.plan = scenario.plan
         self.requests = int(self.duration_s * self.rate)
+        self._reset()
+
+    def _reset(self) -> None:
+        """Counters and review queue of one pass over the log."""
         self.stats: dict[str, int] = {"requests": 0, "risky": 0, "human_labels": 0,
                                       "preference_labels": 0, "review_incoming": 0}
         self.queue = self._queue()
@@ -111,7 +114,8 @@ class Simulation:
         return ReviewQueue(capacity_per_hour=share * inflow_per_hour, delay_s=(60.0, 120.0))
 
     def lines(self) -> Iterator[dict[str, Any]]:
-        """Replay-log lines (DESIGN §4) in event-time order."""
+        """Replay-log lines (DESIGN §4) in event-time order (each call starts a fresh pass)."""
+        self._reset()
         start = self.world.start
         pending: list[tuple[float, int, dict[str, Any]]] = []
         seq = 0
