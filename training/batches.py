@@ -15,35 +15,36 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from training.dataset import TrainSet
 from training.runtime import GlobalBatches, Runtime
 
 
-def tokenize(tokenizer: Any, prompts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids of each prompt (with special tokens), truncated to ``max_length``."""
+def tokenize(tokenizer: Any, prompts: Sequence[str], max_length: int) -> list[torch.Tensor]:
+    """Token ids of each prompt (with special tokens), truncated to ``max_length``, one
+    tensor per prompt (so a batch is padded by one C call, not a Python loop)."""
     if not prompts:
         return []
     encoded = tokenizer(list(prompts), truncation=True, max_length=max_length)
-    return [list(ids) for ids in encoded["input_ids"]]
+    return [torch.tensor(ids, dtype=torch.long) for ids in encoded["input_ids"]]
 
 
-def pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(ids: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), right-padded to the longest row."""
-    width = max((len(r) for r in ids), default=1)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, row in enumerate(ids):
-        input_ids[i, :len(row)] = torch.as_tensor(row, dtype=torch.long)
-        mask[i, :len(row)] = 1
+    if not ids:
+        return torch.zeros((0, 1), dtype=torch.long), torch.zeros((0, 1), dtype=torch.long)
+    input_ids = pad_sequence(list(ids), batch_first=True, padding_value=pad_id)
+    lengths = torch.tensor([len(r) for r in ids])
+    mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
     return input_ids, mask
 
 
 class BatchDataset(Dataset[dict[str, torch.Tensor]]):
     """Item k: this rank's part of global batch k of one epoch."""
 
-    def __init__(self, ids: list[list[int]], train: TrainSet, batches: list[list[int]],
+    def __init__(self, ids: list[torch.Tensor], train: TrainSet, batches: list[torch.Tensor],
                  sampler: GlobalBatches, pad_id: int) -> None:
         self.ids, self.train, self.batches = ids, train, batches
         self.sampler, self.pad_id = sampler, pad_id
@@ -67,7 +68,7 @@ class BatchDataset(Dataset[dict[str, torch.Tensor]]):
         }
 
 
-def epoch_loader(ids: list[list[int]], train: TrainSet, sampler: GlobalBatches, epoch: int,
+def epoch_loader(ids: list[torch.Tensor], train: TrainSet, sampler: GlobalBatches, epoch: int,
                  pad_id: int, rt: Runtime, workers: int | None = None) -> DataLoader[Any]:
     """The loader of one epoch (a fresh permutation per epoch)."""
     sampler.set_epoch(epoch)
@@ -83,7 +84,7 @@ def to_device(batch: dict[str, torch.Tensor], rt: Runtime) -> dict[str, torch.Te
 
 
 @torch.no_grad()
-def predict_logits(model: Any, ids: list[list[int]], pad_id: int, rt: Runtime,
+def predict_logits(model: Any, ids: list[torch.Tensor], pad_id: int, rt: Runtime,
                    batch_size: int = 256) -> torch.Tensor:
     """(N, C) float32 logits on CPU, in input order; prompts sorted by length for speed."""
     model.eval()

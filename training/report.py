@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from schemas.messages import RetrainRequest, utc_timestamp
 from training.evaluation import DEFINITIONS, HeldoutReport
 from training.loss import LossWeights
@@ -80,6 +82,7 @@ def metrics_document(*, opts: Any, source: dict[str, Any], request: RetrainReque
         "options": {
             "student": opts.student, "parameters": params, "device": str(rt.device),
             "world_size": rt.world_size, "precision": "bf16-autocast" if rt.cuda else "fp32",
+            "cpu_threads": torch.get_num_threads(),
             "loss_weights": asdict(weights), "loop": asdict(loop_opts),
             "prepare": asdict(opts.prepare), "intents": list(opts.eval_config.intents),
             "high_risk": list(opts.eval_config.high_risk),

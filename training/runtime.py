@@ -100,9 +100,6 @@ def start(device: str = "auto") -> Runtime:
     if world > 1:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        else:  # ranks share the cores: do not oversubscribe them
-            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
         if not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
             rt.initialised_here = True

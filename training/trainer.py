@@ -63,11 +63,13 @@ class EpochRecord:
     seconds: float = 0.0
     examples: int = 0
     input_wait_fraction: float = 0.0
+    eval_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch, "train": self.train, "heldout": self.heldout,
-            "improved": self.improved, "seconds": round(self.seconds, 3), "examples": self.examples,
+            "improved": self.improved, "seconds": round(self.seconds, 3),
+            "eval_seconds": round(self.eval_seconds, 3), "examples": self.examples,
             "examples_per_s": round(self.examples / self.seconds, 1) if self.seconds > 0 else None,
             "input_wait_fraction": round(self.input_wait_fraction, 4),
         }
@@ -85,12 +87,12 @@ class LoopResult:
 @dataclass
 class HeldoutData:
     examples: list[Example]
-    ids: list[list[int]]
+    ids: list[torch.Tensor]
     labels: torch.Tensor
     """(N,) class index of each example's reference intent, -1 where there is none."""
 
 
-def heldout_data(examples: list[Example], ids: list[list[int]], classes: Sequence[str]) -> HeldoutData:
+def heldout_data(examples: list[Example], ids: list[torch.Tensor], classes: Sequence[str]) -> HeldoutData:
     index = {c: i for i, c in enumerate(classes)}
     labels = [index.get(ex.reference_intent or "", -1) for ex in examples]
     return HeldoutData(examples, ids, torch.tensor(labels, dtype=torch.long))
@@ -112,7 +114,7 @@ def _unwrap(model: Any) -> Any:
     return getattr(model, "module", model)
 
 
-def run_loop(model: Any, train_ids: list[list[int]], train: TrainSet, heldout: HeldoutData,
+def run_loop(model: Any, train_ids: list[torch.Tensor], train: TrainSet, heldout: HeldoutData,
              classes: Sequence[str], config: EvalConfig, weights: LossWeights, opts: LoopOptions,
              rt: Runtime, pad_id: int, log: Callable[[str], None] = lambda _: None,
              checkpoint_dir: Path | None = None) -> LoopResult:
@@ -134,7 +136,7 @@ def run_loop(model: Any, train_ids: list[list[int]], train: TrainSet, heldout: H
     records: list[EpochRecord] = []
     best_state: dict[str, torch.Tensor] | None = None
     stopped_early = False
-    total_wait = total_time = 0.0
+    total_wait = total_time = total_eval = 0.0
     total_examples = 0
     for epoch in range(1, opts.epochs + 1):
         model.train()
@@ -177,9 +179,12 @@ def run_loop(model: Any, train_ids: list[list[int]], train: TrainSet, heldout: H
         train_metrics = {"loss": means[0], "ce": means[1], "kd": means[2], "rare": means[3]}
         heldout_metrics: dict[str, float] = {}
         improved = False
+        eval_started = time.perf_counter()
         if rt.is_main:
             heldout_metrics, _ = heldout_eval(_unwrap(model), heldout, classes, config, pad_id, rt)
             improved = selector.update(epoch, heldout_metrics.get("promotion_score"))
+        eval_seconds = time.perf_counter() - eval_started
+        total_eval += eval_seconds
         improved = rt.broadcast_flag(improved)
         stop = rt.broadcast_flag(selector.should_stop if rt.is_main else False)
         if improved and rt.is_main:
@@ -187,7 +192,7 @@ def run_loop(model: Any, train_ids: list[list[int]], train: TrainSet, heldout: H
             if checkpoint_dir is not None:
                 _write_checkpoint(_unwrap(model), checkpoint_dir, epoch)
         record = EpochRecord(epoch, train_metrics, heldout_metrics, improved, seconds, seen,
-                             wait / seconds if seconds > 0 else 0.0)
+                             wait / seconds if seconds > 0 else 0.0, eval_seconds)
         records.append(record)
         if rt.is_main:
             log(_epoch_line(record))
@@ -198,6 +203,7 @@ def run_loop(model: Any, train_ids: list[list[int]], train: TrainSet, heldout: H
         "train_seconds": total_time,
         "examples_per_s": total_examples / total_time if total_time > 0 else 0.0,
         "input_wait_fraction": total_wait / total_time if total_time > 0 else 0.0,
+        "eval_seconds": total_eval,
     }
     return LoopResult(records, selector, best_state, stopped_early, timing)
 

@@ -40,7 +40,7 @@ def train(
     slice_: Optional[list[str]] = typer.Option(None, "--slice", help="Report this slice separately (repeatable), e.g. region=br."),
     model: str = typer.Option("student", "--model", help="Model name recorded in metrics.json."),
     seed: int = typer.Option(0, "--seed", help="Seed for init, dropout and batch order."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads [default: one per core]."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads per process [default: 1 on CPU]."),
 ) -> None:
     """Distil a student from shadow data: filtered teacher targets, CE + KD + rare-class loss,
     best epoch by held-out promotion score, temperature scaling; writes DIR."""
