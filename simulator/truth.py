@@ -74,6 +74,12 @@ class Truth:
     def write(self, path: Path | str) -> None:
         Path(path).write_text(self.to_json(), "utf-8")
 
+    def window_range(self) -> tuple[int, int]:
+        """[first, end) window starts of the run, in Unix seconds."""
+        start = datetime.fromisoformat(self.start.replace("Z", "+00:00")).timestamp()
+        first = int(start // self.window_s * self.window_s)
+        return first, int(start + self.minutes * 60.0)
+
     def allowed(self) -> set[tuple[str, str]]:
         """Every (rule, slice) that may fire."""
         return {(e.rule, s) for e in (*self.expected, *self.side_effects) for s in e.slices}
@@ -94,8 +100,14 @@ class TransitionLike(Protocol):
 
 
 def check_transitions(truth: Truth, transitions: Iterable[TransitionLike]) -> list[str]:
-    """Every disagreement between alert transitions and the truth (empty: they agree)."""
-    firing = [t for t in transitions if t.kind == "firing"]
+    """Every disagreement between alert transitions and the truth (empty: they agree).
+
+    Only windows of the run count (from its start for ``minutes``), so logs of several
+    scenarios run one after another (``simulate --start``) can be checked one by one
+    against the alerts of the whole stream.
+    """
+    first, end = truth.window_range()
+    firing = [t for t in transitions if t.kind == "firing" and first <= t.window_start < end]
     problems = []
     allowed = truth.allowed()
     for t in firing:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from statistics import mean
 
@@ -111,6 +112,25 @@ def test_scenario_alerts_is_the_judged_log(runs: Callable[[str, int], Run]) -> N
     """The helper the monitor-side tests reuse gives the transitions checked above."""
     run = runs("stale_student", 0)
     assert scenario_alerts(run.log) == run.judged.transitions != []
+
+
+def test_scenarios_run_one_after_another_keep_their_truths(tmp_path: Path) -> None:
+    """How a demo strings scenarios together: each log starts where the previous one ended
+    (``simulate --start``, same seed), the logs are concatenated, and each truth still holds
+    for its own time range of the combined stream."""
+    first = Simulation(scenarios.get("stale_student"), 0)
+    end = first.world.start + timedelta(seconds=first.duration_s)
+    second = Simulation(scenarios.get("fallback_explosion"), 0, start=end)
+    log = tmp_path / "chained.jsonl"
+    with open(log, "wb") as handle:
+        for sim in (first, second):
+            for line in sim.lines():
+                handle.write(orjson.dumps(line) + b"\n")
+    transitions = scenario_alerts(log)
+    for sim in (first, second):
+        assert check_transitions(sim.truth(), transitions) == []
+    assert {t.rule for t in transitions if t.kind == "firing"} == {
+        "new_titles_ungrounded", "fallback_over_plan", "confidence_miscalibrated"}
 
 
 def test_clean_control_pages_nobody_for_two_hours_on_any_slice(tmp_path: Path) -> None:

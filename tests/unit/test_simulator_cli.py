@@ -85,26 +85,34 @@ def test_truth_path() -> None:
     assert truth_path("a/b.log") == Path("a/b.log.truth.json")
 
 
+T0 = 1793491200  # 2026-11-01T00:00:00Z, the default start
+
+
 def truth(expected: list[Expected], side: list[Expected] | None = None, onset: int | None = 600) -> Truth:
+    """A 20-minute run; ``onset`` in seconds from its start."""
+    at = None if onset is None else T0 + onset
     return Truth(scenario="x", guide="", summary="", seed=0, start="2026-11-01T00:00:00Z", minutes=20,
                  rate_per_s=10, requests=12000, window_s=60, onset_s=onset, onset_ts=None,
-                 onset_window_start=onset, detect_by_window_start=None if onset is None else onset + 120,
+                 onset_window_start=at, detect_by_window_start=None if at is None else at + 120,
                  target_slice="region=br", expected=expected, side_effects=side or [])
 
 
 def fire(rule: str, slice_: str, at: int) -> Transition:
-    return Transition("firing", rule, slice_, at, 60)
+    """A firing transition ``at`` seconds into the run."""
+    return Transition("firing", rule, slice_, T0 + at, 60)
 
 
 @pytest.mark.parametrize(("transitions", "problems"), [
-    ([fire("r", "region=br", 660), Transition("resolved", "r", "region=br", 900, 60)], []),
+    ([fire("r", "region=br", 660), Transition("resolved", "r", "region=br", T0 + 900, 60)], []),
     ([fire("r", "region=br", 720)], []),
-    ([fire("r", "region=br", 780)], ["r fired on region=br first at 780, after 720 (onset window + 2)"]),
-    ([fire("r", "region=br", 540)], ["r fired on region=br at 540, before the onset window 600"]),
+    ([fire("r", "region=br", 780)], [f"r fired on region=br first at {T0 + 780}, after {T0 + 720} (onset window + 2)"]),
+    ([fire("r", "region=br", 540)], [f"r fired on region=br at {T0 + 540}, before the onset window {T0 + 600}"]),
     ([], ["r never fired on region=br"]),
-    ([fire("r", "region=br", 660), fire("r", "all", 660)], ["r fired on all at 660: not expected"]),
+    ([fire("r", "region=br", 660), fire("r", "all", 660)], [f"r fired on all at {T0 + 660}: not expected"]),
     ([fire("r", "region=br", 660), fire("side", "region=br", 900)], []),
-    ([fire("r", "region=br", 660), fire("side", "region=us", 900)], ["side fired on region=us at 900: not expected"]),
+    ([fire("r", "region=br", 660), fire("side", "region=us", 900)], [f"side fired on region=us at {T0 + 900}: not expected"]),
+    # windows outside the run (another scenario's, before or after it) do not count
+    ([fire("r", "region=br", 660), fire("x", "all", -60), fire("x", "all", 1200)], []),
 ])
 def test_check_transitions(transitions: list[Transition], problems: list[str]) -> None:
     t = truth([Expected("r", ["region=br"])], [Expected("side", ["region=br"], "why")])
@@ -113,8 +121,9 @@ def test_check_transitions(transitions: list[Transition], problems: list[str]) -
 
 def test_a_clean_truth_accepts_no_alert_at_all() -> None:
     t = truth([], onset=None)
+    assert t.window_range() == (T0, T0 + 1200)
     assert check_transitions(t, []) == []
-    assert check_transitions(t, [fire("r", "all", 60)]) == ["r fired on all at 60: not expected"]
+    assert check_transitions(t, [fire("r", "all", 60)]) == [f"r fired on all at {T0 + 60}: not expected"]
 
 
 def test_truth_round_trips_through_json(tmp_path: Path) -> None:
