@@ -40,13 +40,18 @@ class Monitor:
                           SamplingPolicy(privacy.payload_share, privacy.forensic_rate,
                                          privacy.example_share),
                           Redactor(privacy.order_id_pattern))
-        self.engine = EvaluatorEngine(self.kafka_conf, settings.topic, config, rows, EngineOptions(
+        self._new_engine = lambda: EvaluatorEngine(self.kafka_conf, settings.topic, config, rows, EngineOptions(
             group_id=ev.group_id, instance_id=ev.instance_id,
             window_sizes=list(settings.evaluation.windows_s), grace_s=settings.evaluation.grace_s,
             handle_horizon_s=ev.handle_horizon_s, max_handles=ev.max_handles,
             checkpoint_s=ev.checkpoint_s,
             idle_flush_s=ev.idle_flush_s, batch_size=ev.batch_size,
         ))
+        self.engine = self._new_engine()
+        self.engine_restarts = 0
+        self.engine_problem: str | None = None
+        """Why the evaluator is waiting to start again (Kafka unreachable), None while it runs."""
+        self._stopping = threading.Event()
         self.layout = Layout(config)
         self.rules = load_rules(settings) if settings.alerting.enabled else None  # bad rules fail here
         self.alerting: AlertingService | None = None
@@ -81,16 +86,36 @@ class Monitor:
         self.http = serve(self.settings.http.host, self.settings.http.port, handler)
 
     def _run_engine(self) -> None:
-        try:
-            self.engine.run()
-        except BaseException as exc:
-            self.error = exc
-            log.exception("evaluator stopped")
+        """Run the evaluator; when Kafka fails it (a broker outage outlasting a transaction),
+        start a fresh one from the last checkpoint, as a restarted process would."""
+        from confluent_kafka import KafkaException
+
+        delay = 1.0
+        while True:
+            try:
+                self.engine.run()
+                return
+            except (KafkaException, TimeoutError) as exc:
+                if self._stopping.is_set():
+                    return
+                self.engine_problem = f"Kafka failed the evaluator ({exc}); restarting it from its checkpoint"
+                delay = 1.0 if self.engine.stats.checkpoints else min(delay * 2, 30.0)  # backoff while it fails at once
+                log.warning("%s in %.0f s", self.engine_problem, delay)
+                if self._stopping.wait(delay):
+                    return
+                self.engine, self.engine_restarts = self._new_engine(), self.engine_restarts + 1
+                self.engine_problem = None
+            except BaseException as exc:
+                self.error = exc
+                log.exception("evaluator stopped")
+                return
 
     def health(self) -> tuple[bool, str]:
         self.failed()  # notices an evaluator thread that died silently
         if self.error is not None:
             return False, f"evaluator failed: {self.error}"
+        if self.engine_problem is not None:
+            return False, self.engine_problem
         if self.sink is not None and self.sink.error is not None:
             return False, f"sink failed: {self.sink.error}"
         if self.sink is not None and self.sink.store_problem() is not None:
@@ -123,6 +148,7 @@ class Monitor:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Graceful: the evaluator commits its last transaction, the sink its last batch."""
+        self._stopping.set()
         self.engine.stop()
         if self._engine_thread is not None:
             self._engine_thread.join(timeout_s)

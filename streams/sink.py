@@ -83,7 +83,7 @@ class Sink(threading.Thread):
             log.exception("sink stopped")
 
     def _run(self) -> None:
-        from confluent_kafka import Consumer
+        from confluent_kafka import Consumer, KafkaException
 
         consumer = Consumer(self.kafka_conf | {
             "group.id": self.group_id, "enable.auto.commit": False,
@@ -103,7 +103,10 @@ class Sink(threading.Thread):
                     started = time.monotonic()
                     if not self._write_until_durable(consumer, msgs):
                         break  # stopping while ClickHouse fails: the batch stays uncommitted
-                    consumer.commit(asynchronous=False)
+                    try:
+                        consumer.commit(asynchronous=False)
+                    except KafkaException as exc:  # broker away: written, so a re-read is deduplicated
+                        log.warning("offset commit failed (the next one covers this batch): %s", exc)
                     self.stats.batches += 1
                     self.stats.batch_latency_s = time.monotonic() - started
                     self.stats.last_batch_s = time.time()
