@@ -1,5 +1,5 @@
 # The two commands a new user runs: `make demo` and `make test`.
-.PHONY: demo test test-all venv kafka-start kafka-stop typecheck
+.PHONY: demo test test-all test-faults venv kafka-start kafka-stop typecheck
 
 demo:
 	scripts/demo.sh
@@ -9,6 +9,10 @@ test:
 
 test-all:
 	scripts/test.sh tests
+
+# The whole fault and bad-input suite, slow cases included (docs/reliability.md).
+test-faults:
+	scripts/test.sh tests/faults -m "" -s
 
 venv:
 	@scripts/bootstrap.sh
