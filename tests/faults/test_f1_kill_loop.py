@@ -72,7 +72,7 @@ def kill_loop(cluster: Cluster, tmp_path: Path, pairs: int, replay_s: float) -> 
 
 
 def test_f1_five_kills_during_a_20k_replay(cluster: Cluster, tmp_path: Path) -> None:
-    kill_loop(cluster, tmp_path, 20_000, replay_s=40)
+    kill_loop(cluster, tmp_path, 20_000, replay_s=30)
 
 
 @pytest.mark.slow

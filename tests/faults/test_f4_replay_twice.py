@@ -12,7 +12,7 @@ each malformed line of the second copy dead-lettered exactly once.
 Why it holds: the evaluator's position lives in its transactional checkpoints (DESIGN §2),
 so the group reset does not make it read the first copy again; every request of the second
 copy is a duplicate within the de-duplication horizon (1,800 s of event time, capped at
-2 × max_handles ids per partition; this log spans 200 s). The sink does re-read all of
+2 × max_handles ids per partition; this log spans 60 s). The sink does re-read all of
 distill.rows and distill.partials, and each insert carries its Kafka coordinates as its
 deduplication token, so ClickHouse drops them.
 """
@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 INPUTS = ["shadow.requests", "shadow.teacher", "shadow.student", "shadow.teacher_replica", "shadow.labels"]
 OUTPUTS = ["distill.rows", "distill.partials"]
+PAIRS = 6_000
 
 
 def reset_to_earliest(cluster: Cluster, group: str, names: list[str], partitions: int = 6) -> None:
@@ -60,11 +61,11 @@ def snapshot(data: Path) -> dict[str, int]:
 
 def test_f4_replaying_the_log_twice_changes_nothing(cluster: Cluster, tmp_path: Path) -> None:
     log = tmp_path / "replay.jsonl"
-    counts = make_log(log, 10_000, seed=4, malformed=0.003, duplicated=0.01)
+    counts = make_log(log, PAIRS, seed=4, malformed=0.003, duplicated=0.01)
     sent = request_ids(log)
     replay(cluster, log)
     _, port = cluster.start_monitor()
-    wait_until_quiet(port, 10_000)
+    wait_until_quiet(port, PAIRS)
     cluster.stop_all()
     data = tmp_path / "data"
     first = snapshot(data)
@@ -75,7 +76,7 @@ def test_f4_replaying_the_log_twice_changes_nothing(cluster: Cluster, tmp_path: 
     reset_to_earliest(cluster, group, INPUTS)
     reset_to_earliest(cluster, f"{group}-sink", OUTPUTS)
     _, port = cluster.start_monitor()
-    wait_until_quiet(port, 10_000)
+    wait_until_quiet(port, PAIRS)
     duplicates = event_counter(port, "duplicates")
     cluster.stop_all()
     second = snapshot(data)
@@ -84,7 +85,7 @@ def test_f4_replaying_the_log_twice_changes_nothing(cluster: Cluster, tmp_path: 
 
     counts_stored = tally(data, sent)
     windows = assert_metrics_equal(data, log, 60) + assert_metrics_equal(data, log, 3600)
-    report("F4", pairs=10_000, first=first, second=second, records_consumed_per_run=consumed,
+    report("F4", pairs=PAIRS, first=first, second=second, records_consumed_per_run=consumed,
            evaluator_duplicates_total=duplicates, duplicate_records_in_log=counts["duplicated"],
            new_request_rows=second["shadow_evaluations"] - first["shadow_evaluations"],
            new_dead_letters=second["dead_letters"] - first["dead_letters"],
@@ -94,5 +95,5 @@ def test_f4_replaying_the_log_twice_changes_nothing(cluster: Cluster, tmp_path: 
     assert second["window_metric_rows"] == first["window_metric_rows"]
     assert second["dead_letters"] - first["dead_letters"] == counts["malformed"]  # the 2nd copy's, once
     assert consumed[1] == consumed[0]  # the second run read the second copy only
-    assert duplicates == 10_000 + 2 * counts["duplicated"]  # both runs' (counters live in checkpoints)
+    assert duplicates == PAIRS + 2 * counts["duplicated"]  # both runs' (counters live in checkpoints)
     assert counts_stored.lost == counts_stored.duplicated == counts_stored.stored_twice == 0, counts_stored

@@ -100,8 +100,8 @@ def run_outage(make_cluster: Callable[..., Cluster], tmp_path: Path, pairs: int,
 
 def test_f7_store_outage_pauses_the_sink_and_loses_nothing(make_cluster: Callable[..., Cluster],
                                                           tmp_path: Path) -> None:
-    """Core variant: a 20 s outage in the middle of a 20,000-pair replay."""
-    run_outage(make_cluster, tmp_path, 20_000, outage_s=20, kill_midway=False)
+    """Core variant: a 15 s outage in the middle of a 10,000-pair replay."""
+    run_outage(make_cluster, tmp_path, 10_000, outage_s=15, kill_midway=False)
 
 
 @pytest.mark.slow
