@@ -44,7 +44,7 @@ def pad(ids: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.T
 class BatchDataset(Dataset[dict[str, torch.Tensor]]):
     """Item k: this rank's part of global batch k of one epoch."""
 
-    def __init__(self, ids: list[torch.Tensor], train: TrainSet, batches: list[torch.Tensor],
+    def __init__(self, ids: list[torch.Tensor], train: TrainSet, batches: list[list[int]],
                  sampler: GlobalBatches, pad_id: int) -> None:
         self.ids, self.train, self.batches = ids, train, batches
         self.sampler, self.pad_id = sampler, pad_id

@@ -119,7 +119,7 @@ def build_student(spec: str, classes: Sequence[str], texts: Sequence[str],
             vocab_size=len(tokenizer), hidden_size=size.hidden, num_hidden_layers=size.layers,
             num_attention_heads=size.heads, intermediate_size=size.intermediate,
             max_position_embeddings=size.max_length, hidden_dropout_prob=p,
-            attention_probs_dropout_prob=p, num_labels=len(classes), id2label=id2label,
+            attention_probs_dropout_prob=p, id2label=id2label,
             label2id=label2id, pad_token_id=tokenizer.pad_token_id)
         return BertForSequenceClassification(config), tokenizer, size.max_length
     path = Path(spec)
