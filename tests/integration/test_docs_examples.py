@@ -292,6 +292,7 @@ class Session:
         os.environ.update(self.env)
         try:
             runner.run(test, out=report.append, clear_globs=False)
+            self.globs.update(test.globs)  # DocTest works on a copy; later blocks see these names
         finally:
             os.chdir(old_cwd)
             os.environ.clear()
