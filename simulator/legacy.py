@@ -33,7 +33,7 @@ def truth(minutes: float, rate: float, seed: int) -> Truth:
     onset_epoch = cfg.start.timestamp() + onset_s
     onset_window = int(onset_epoch // WINDOW_S * WINDOW_S)
     br = (TARGET,)
-    why = "the regression makes the student wrong and confident on that slice"
+    why = "the regression makes the student wrong (on every class) and confident on that slice"
     return Truth(
         scenario="regression", guide="legacy demo", summary=SUMMARY, seed=seed,
         start=cfg.start.isoformat().replace("+00:00", "Z"), minutes=minutes, rate_per_s=rate,
@@ -43,5 +43,6 @@ def truth(minutes: float, rate: float, seed: int) -> Truth:
         target_slice=TARGET,
         expected=[Expected("confident_errors", list(br))],
         side_effects=[Expected(rule, list(br), why) for rule in
-                      ("confidence_miscalibrated", "teacher_agreement_low", "fallback_over_plan")],
+                      ("confidence_miscalibrated", "teacher_agreement_low", "fallback_over_plan",
+                       "safety_escalation_recall_low", "payment_dispute_recall_low")],
     )
