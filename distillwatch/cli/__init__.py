@@ -64,5 +64,6 @@ def main() -> None:
     try:
         app()
     except DistillwatchError as exc:
-        console_err.print(f"distillwatch: error: {exc}", markup=False, highlight=False)
+        one_line = " ".join(str(exc).split())  # ClickHouse's messages span several lines
+        console_err.print(f"distillwatch: error: {one_line}", markup=False, highlight=False)
         sys.exit(1)
