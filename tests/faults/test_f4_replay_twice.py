@@ -12,7 +12,7 @@ each malformed line of the second copy dead-lettered exactly once.
 Why it holds: the evaluator's position lives in its transactional checkpoints (DESIGN §2),
 so the group reset does not make it read the first copy again; every request of the second
 copy is a duplicate within the de-duplication horizon (1,800 s of event time, capped at
-2 × max_handles ids per partition; this log spans 60 s). The sink does re-read all of
+2 × max_handles ids per partition; this log spans 40 s). The sink does re-read all of
 distill.rows and distill.partials, and each insert carries its Kafka coordinates as its
 deduplication token, so ClickHouse drops them.
 """
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 INPUTS = ["shadow.requests", "shadow.teacher", "shadow.student", "shadow.teacher_replica", "shadow.labels"]
 OUTPUTS = ["distill.rows", "distill.partials"]
-PAIRS = 6_000
+PAIRS = 4_000
 
 
 def reset_to_earliest(cluster: Cluster, group: str, names: list[str], partitions: int = 6) -> None:

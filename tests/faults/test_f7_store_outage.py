@@ -40,7 +40,7 @@ SINK_BATCH = 2000
 
 
 def run_outage(make_cluster: Callable[..., Cluster], tmp_path: Path, pairs: int, outage_s: float,
-               kill_midway: bool) -> None:
+               kill_midway: bool, replay_s: float = 40) -> None:
     down = tmp_path / "clickhouse-down"
     cluster = make_cluster(**{STORE_DOWN_ENV: str(down)})
     log = tmp_path / "replay.jsonl"
@@ -48,7 +48,7 @@ def run_outage(make_cluster: Callable[..., Cluster], tmp_path: Path, pairs: int,
     sent = request_ids(log)
     proc, port = cluster.start_monitor()
     wait_for(lambda: metric(port, "distillwatch_assigned_partitions") == 6.0, "partitions assigned")
-    replaying = start_replay(cluster, log, "--rate", str(pairs / 40))
+    replaying = start_replay(cluster, log, "--rate", str(pairs / replay_s))
     wait_for(lambda: live_rows(port) > pairs // 10, "the first rows are stored")
 
     down.touch()
@@ -100,8 +100,8 @@ def run_outage(make_cluster: Callable[..., Cluster], tmp_path: Path, pairs: int,
 
 def test_f7_store_outage_pauses_the_sink_and_loses_nothing(make_cluster: Callable[..., Cluster],
                                                           tmp_path: Path) -> None:
-    """Core variant: a 15 s outage in the middle of a 10,000-pair replay."""
-    run_outage(make_cluster, tmp_path, 10_000, outage_s=15, kill_midway=False)
+    """Core variant: a 10 s outage in the middle of a 6,000-pair replay."""
+    run_outage(make_cluster, tmp_path, 6_000, outage_s=10, kill_midway=False, replay_s=25)
 
 
 @pytest.mark.slow

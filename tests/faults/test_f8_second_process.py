@@ -42,10 +42,10 @@ def checksums(port: int) -> dict[str, tuple[int, int]]:
 
 def test_f8_a_second_process_is_refused_within_5s_and_writes_nothing(cluster: Cluster, tmp_path: Path) -> None:
     log = tmp_path / "replay.jsonl"
-    make_log(log, 2_000, seed=8)
+    make_log(log, 500, seed=8)
     replay(cluster, log)
     owner, port = cluster.start_monitor()
-    wait_until_quiet(port, 2_000)
+    wait_until_quiet(port, 500)
     before = checksums(port)
     group = cluster.env["DISTILLWATCH_EVALUATOR__GROUP_ID"]
     offsets = committed(cluster, group, ["shadow.requests", "shadow.teacher", "shadow.student"])
@@ -81,7 +81,7 @@ def test_f8_a_second_process_is_refused_within_5s_and_writes_nothing(cluster: Cl
     # What a second process should do instead: read through the owner's API.
     cluster.env["DISTILLWATCH_HTTP__PORT"] = str(port)
     read = cluster.cli("sql", "SELECT count() FROM distillwatch.shadow_evaluations FINAL", "--format", "csv")
-    assert read.returncode == 0 and read.stdout.split() == ["count()", "2000"], read.stdout + read.stderr
+    assert read.returncode == 0 and read.stdout.split() == ["count()", "500"], read.stdout + read.stderr
     report("F8", lock_wait_s=float(waited_s), second_run_exit_s=elapsed["run"],
            init_exit_s=elapsed["init"], tables_unchanged=len(before),
            physical_rows=sum(rows for rows, _ in before.values()))
