@@ -15,8 +15,9 @@ The unit is an :class:`Example`, one shadow request as the ``distill_examples`` 
   it has one from a human or production; without one it is dropped.
 * **Hard label**: the latest human label, else production's reference, else the teacher's
   top-1 (only when the teacher target was kept): DESIGN §4's reference intent.
-* **Weights**: high-risk classes count ``high_risk_weight`` times (default 2); recent traffic
-  counts more, halving every ``half_life_days`` back from the newest example (floor
+* **Weights**: an example of a high-risk class counts sqrt(n_commonest / n_class) times, at
+  least ``high_risk_weight`` (2) and at most ``max_class_weight`` (8); recent traffic counts
+  more, halving every ``half_life_days`` back from the newest example (floor
   ``min_recency_weight``).
 """
 
@@ -67,6 +68,8 @@ class PrepareOptions:
     heldout_share: float = 0.2
     split_salt: str = "heldout"
     high_risk_weight: float = 2.0
+    """Least weight of a high-risk class; rarer ones get up to ``max_class_weight``."""
+    max_class_weight: float = 8.0
     half_life_days: float = 14.0
     min_recency_weight: float = 0.25
 
@@ -147,6 +150,23 @@ def target_verdict(ex: Example, teacher: np.ndarray | None, classes: Sequence[st
     return "kept"
 
 
+def class_weights(labels: Sequence[int], classes: Sequence[str], high_risk: set[str],
+                  options: PrepareOptions) -> dict[int, float]:
+    """1 for an ordinary class; for a high-risk class sqrt(n_commonest / n_class), at least
+    ``high_risk_weight`` and at most ``max_class_weight``: the rarer the class, the more each
+    of its examples counts, without letting a handful of examples dominate."""
+    counts = Counter(labels)
+    most = max(counts.values(), default=1)
+    out = {}
+    for i, c in enumerate(classes):
+        if c in high_risk and counts.get(i):
+            balance = math.sqrt(most / counts[i])
+            out[i] = min(options.max_class_weight, max(options.high_risk_weight, balance))
+        else:
+            out[i] = 1.0
+    return out
+
+
 def recency_weights(ts: Sequence[datetime], half_life_days: float, floor: float) -> np.ndarray:
     """Halves every ``half_life_days`` back from the newest timestamp, never below ``floor``."""
     if not ts:
@@ -202,7 +222,8 @@ def prepare(examples: Sequence[Example], config: EvalConfig,
     counts["heldout"] = len(heldout)
     counts["train"] = len(rows)
     recency = recency_weights([r[0].ts for r in rows], options.half_life_days, options.min_recency_weight)
-    class_w = np.array([options.high_risk_weight if classes[r[1]] in high_risk else 1.0 for r in rows])
+    per_class = class_weights([r[1] for r in rows], classes, high_risk, options)
+    class_w = np.array([per_class[r[1]] for r in rows])
     train = TrainSet(
         prompts=[r[0].prompt for r in rows],
         labels=np.array([r[1] for r in rows], dtype=np.int64),

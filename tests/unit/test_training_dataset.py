@@ -96,6 +96,19 @@ def test_weights_favour_high_risk_classes_and_recent_traffic() -> None:
     assert w[ids[2]] == pytest.approx(2.0)
 
 
+def test_rarer_high_risk_classes_weigh_more_up_to_a_cap() -> None:
+    ids = _train_side("cw", 163)
+    labels = ["faq"] * 128 + ["recommendation"] * 20 + ["legal_complaint"] * 8 + ["refund_fraud"] * 1 \
+        + ["safety_escalation"] * 6
+    data = prepare([_example(r, reference_intent=c, reference_source="request") for r, c in zip(ids, labels)],
+                   CONFIG, PrepareOptions(high_risk_weight=2.0, max_class_weight=8.0))
+    w = {CONFIG.intents[int(k)]: float(v) for k, v in zip(data.train.labels, data.train.weights)}
+    assert w["faq"] == 1.0 and w["recommendation"] == 1.0  # ordinary classes are not balanced
+    assert w["legal_complaint"] == pytest.approx(4.0)  # sqrt(128 / 8)
+    assert w["safety_escalation"] == pytest.approx((128 / 6) ** 0.5)
+    assert w["refund_fraud"] == 8.0  # sqrt(128) = 11.3, capped
+
+
 def test_heldout_split_is_by_request_id_and_stable() -> None:
     ids = [f"req-{i}" for i in range(20_000)]
     side = [in_heldout(r, 0.2) for r in ids]
