@@ -56,12 +56,13 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int) -> Any:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int, min_count: int = 3) -> Any:
     """A lower-casing BERT-style WordPiece tokenizer whose vocabulary is learned from ``texts``.
 
     The vocabulary is the special tokens, every character seen (alone and as a ``##``
-    continuation, so no word is ever unknown) and then the most frequent words, ties broken
-    alphabetically. ``tokenizers``' own WordPiece trainer breaks ties in hash-map order, so it
+    continuation, so no word is ever unknown) and then the most frequent words seen at least
+    ``min_count`` times, ties broken alphabetically. The floor keeps one-off words (a name, an
+    address the redactor did not catch) out of a vocabulary that ships with the model. ``tokenizers``' own WordPiece trainer breaks ties in hash-map order, so it
     gives a different vocabulary on every run; this one is the same for the same data, which
     keeps a seeded training run (and every DDP rank) reproducible.
     """
@@ -76,8 +77,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int) -> A
     chars = sorted({ch for word in counts for ch in word})
     vocab = list(SPECIAL_TOKENS) + chars + [f"##{ch}" for ch in chars]
     seen = set(vocab)
-    for word, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        if len(vocab) >= vocab_size:
+    for word, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size or n < min_count:
             break
         if word not in seen:
             vocab.append(word)

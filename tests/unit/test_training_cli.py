@@ -112,3 +112,27 @@ def test_bad_invocations_fail_with_one_line(tmp_path: Path) -> None:
         assert result.exit_code == 1, argv
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("distillwatch: error: "), result.output
+
+
+def test_request_names_snapshot_loss_hints_and_slices(tmp_path: Path) -> None:
+    """What the monitor's launcher runs: ``train --request REQ.json --out DIR``."""
+    from training.sources import write_parquet
+    from training.synthetic import rare_collapse
+
+    write_parquet(rare_collapse(n_train=800, n_heldout=300, seed=5), tmp_path / "snap.parquet")
+    request = {"job_id": "job-7", "model": "mangaassist-student", "created_at": "2026-11-01T00:00:00Z",
+               "time_range": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-01T02:00:00Z"},
+               "dataset_snapshot": "snap.parquet", "slices": ["region=br"],
+               "loss_hints": {"w_ce": 0.5, "w_kd": 0.4, "w_rare": 0.2, "temperature": 3.0}}
+    (tmp_path / "req.json").write_text(json.dumps(request))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["train", "--request", str(tmp_path / "req.json"), "--out", str(out),
+                                      "--epochs", "2", "--model", "mangaassist-student"])
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["job_id"] == "job-7" and m["source"]["kind"] == "retrain_request"
+    assert m["options"]["loss_weights"] == {"ce": 0.5, "kd": 0.4, "rare": 0.2, "temperature": 3.0}
+    assert m["focus_slices"] == ["region=br"]
+    assert "trained" in m["comparison"]["region=br"] and m["baseline"] is None  # no logged student
+    assert m["model_version"].startswith("mangaassist-student-")
+    assert m["choice"]["promotion_score"] is not None
