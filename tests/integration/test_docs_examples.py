@@ -201,6 +201,8 @@ class Session:
     background: list[Background] = field(default_factory=list)
     globs: dict[str, Any] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+    """Outputs that differ from the page: the page goes on, so one run reports all of them."""
 
     def clean(self, actual: str) -> str:
         """Output as the page shows it: no topic prefix, the pages' port numbers."""
@@ -241,8 +243,8 @@ class Session:
             raise AssertionError(f"{where}: `{cmd.text}` exited {done.returncode}:\n{actual}"
                                  f"{self._background_report()}")
         if not matches(cmd.expected, actual):
-            raise AssertionError(f"{where}: output of `{cmd.text}` differs from the page.\n"
-                                 f"--- shown ---\n{cmd.expected}--- got ---\n{normalise(actual)}")
+            self.mismatches.append(f"{where}: output of `{cmd.text}` differs from the page.\n"
+                                   f"--- shown ---\n{cmd.expected}--- got ---\n{normalise(actual)}")
         env_file = state / "env"
         if env_file.exists():
             pairs = env_file.read_bytes().split(b"\0")
@@ -408,3 +410,4 @@ def test_page_examples(page: str, tmp_path: Path, kafka_bootstrap: str, drop_top
             print(f"\n{page}: {time.monotonic() - started:.1f} s")
             for line in session.log:
                 print("  " + line)
+    assert not session.mismatches, "\n\n".join(session.mismatches)
