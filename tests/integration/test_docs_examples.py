@@ -360,6 +360,10 @@ def test_every_example_runs_or_says_why_not(page: str) -> None:
     problems = []
     blocks = blocks_of(page)
     for i, b in enumerate(blocks):
+        if not b.lang:
+            problems.append(f"{b.where}: a code block without a language; say what it is "
+                            "(console, pycon, sh, python, yaml, json, text, …)")
+            continue
         if b.lang not in SHELL_OR_PYTHON or runnable(b):
             if b.title and b.lang in ("python", "py"):
                 later = "".join(x.text for x in blocks[i + 1:] if x.lang == "console")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -38,12 +39,16 @@ DOCS = ROOT / "docs"
 PER_CLASS_PREFIXES = ("recall", "teacher_recall", "precision")
 GUIDE_PAGES = ["index.md", "quickstart.md", "concepts.md", "metrics.md", "configuration.md",
                "operations.md", "cookbook.md"]
+PENDING_PAGES = {"training.md": "issue 6 (retraining job)", "reliability.md": "issue 9 (fault suite)"}
+"""Pages other issues are writing. The guide links them already; until a page exists, a link to
+it is accepted (its anchors cannot be checked). Once it exists it is checked like any other."""
 
 
 def _load_generator() -> Any:
     spec = importlib.util.spec_from_file_location("gen_reference", DOCS / "gen_reference.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -400,6 +405,8 @@ def test_links_resolve(page: str) -> None:
             continue
         file, _, anchor = target.partition("#")
         dest = (path.parent / file).resolve() if file else path
+        if not dest.exists() and dest.parent == DOCS and dest.name in PENDING_PAGES:
+            continue
         if not dest.exists():
             problems.append(f"{target}: no such file")
         elif anchor and dest.suffix == ".md" and anchor not in anchors_of(dest):
