@@ -63,6 +63,8 @@ class TrainingOptions:
     """None: the request's loss hints, else the default blend 0.45 / 0.55 / 0.30, T = 2."""
     student: str = "tiny"
     dropout: float | None = None
+    vocab_min_count: int = 3
+    """A word enters a new student's vocabulary once seen this often (see training.student)."""
     device: str = "auto"
     loop: LoopOptions = field(default_factory=LoopOptions)
     prepare: PrepareOptions = field(default_factory=PrepareOptions)
@@ -179,7 +181,8 @@ def _run(opts: TrainingOptions, rt: Runtime, log: Callable[[str], None], started
     if rt.distributed:  # rank 0 trains the tokenizer, the others load it
         tok_dir = out / ".tokenizer"
         if main:
-            _, tokenizer, _ = build_student(opts.student, classes, data.train.prompts, opts.dropout)
+            _, tokenizer, _ = build_student(opts.student, classes, data.train.prompts, opts.dropout,
+                                            vocab_min_count=opts.vocab_min_count)
             out.mkdir(parents=True, exist_ok=True)
             tokenizer.save_pretrained(tok_dir)
         rt.barrier()
@@ -189,7 +192,7 @@ def _run(opts: TrainingOptions, rt: Runtime, log: Callable[[str], None], started
             tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         _seed(opts.loop.seed)
     model, tokenizer, max_length = build_student(opts.student, classes, data.train.prompts,
-                                                 opts.dropout, tokenizer)
+                                                 opts.dropout, tokenizer, opts.vocab_min_count)
     model.to(rt.device)
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     train_ids = tokenize(tokenizer, data.train.prompts, max_length)

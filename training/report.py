@@ -80,7 +80,8 @@ def metrics_document(*, opts: Any, source: dict[str, Any], request: RetrainReque
         "created_at": utc_timestamp(datetime.now(UTC)),
         "source": source,
         "options": {
-            "student": opts.student, "parameters": params, "device": str(rt.device),
+            "student": opts.student, "parameters": params, "vocab_min_count": opts.vocab_min_count,
+            "device": str(rt.device),
             "world_size": rt.world_size, "precision": "bf16-autocast" if rt.cuda else "fp32",
             "cpu_threads": torch.get_num_threads(),
             "loss_weights": asdict(weights), "loop": asdict(loop_opts),

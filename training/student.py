@@ -101,7 +101,8 @@ def label_maps(classes: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
 
 
 def build_student(spec: str, classes: Sequence[str], texts: Sequence[str],
-                  dropout: float | None = None, tokenizer: Any = None) -> tuple[Any, Any, int]:
+                  dropout: float | None = None, tokenizer: Any = None,
+                  vocab_min_count: int = 3) -> tuple[Any, Any, int]:
     """(model, tokenizer, max_length) for a size name or a local pretrained directory.
 
     ``tokenizer``: reuse one (DDP ranks load the one rank 0 trained) instead of training.
@@ -114,7 +115,7 @@ def build_student(spec: str, classes: Sequence[str], texts: Sequence[str],
     size = SIZES.get(spec)
     if size is not None:
         if tokenizer is None:
-            tokenizer = train_tokenizer(texts, size.vocab, size.max_length)
+            tokenizer = train_tokenizer(texts, size.vocab, size.max_length, vocab_min_count)
         p = size.dropout if dropout is None else dropout
         config = BertConfig(
             vocab_size=len(tokenizer), hidden_size=size.hidden, num_hidden_layers=size.layers,

@@ -204,7 +204,8 @@ def noisy_overfit(n_train: int = 600, n_heldout: int = 1000, ambiguous_share: fl
     Half the requests (``ambiguous_share``) use a cue word that does not tell faq from
     recommendation, and are either, at random: no model can beat 50 % on them, and a
     calibrated one says so. Every ambiguous prompt also carries a nonsense word of its own, so
-    a student that keeps training memorises which ambiguous training prompt was which.
+    a student whose vocabulary keeps one-off words (``vocab_min_count=1``) can memorise which
+    ambiguous training prompt was which, and grows confident on the held-out ones too.
     Early epochs learn the clear cues and give the ambiguous group about 0.5 each; later ones
     memorise, become confident on the held-out ambiguous prompts too, and ECE and confident
     errors climb while the training loss keeps falling.
@@ -225,7 +226,8 @@ def noisy_overfit(n_train: int = 600, n_heldout: int = 1000, ambiguous_share: fl
             truth = rng.choice(OVERFIT_PAIR)
             other = OVERFIT_PAIR[1] if truth == OVERFIT_PAIR[0] else OVERFIT_PAIR[0]
             nonce = "".join(rng.choice("bcdfghjklmnpqrstvwxz") for _ in range(5))
-            prompt, teacher = f"{_prompt(rng, OVERFIT_CUES)} {nonce}", {truth: 0.5, other: 0.42}
+            prompt = f"{_prompt(rng, OVERFIT_CUES)} {nonce}"
+            teacher = {truth: 0.5, other: 0.42}
         else:
             truth = rng.choice(classes)
             prompt, teacher = _prompt(rng, CUES[truth]), {truth: 0.9}

@@ -99,14 +99,14 @@ def test_blend_run_records_every_epoch_and_its_choice(rare_class_runs: dict[str,
 
 def test_late_overfit_keeps_the_earlier_best_epoch(tmp_path: Path) -> None:
     """Half the requests are a coin flip between faq and recommendation, and every one of those
-    prompts carries a nonsense word of its own. Trained on hard labels alone with no dropout or
-    weight decay, the student learns the clear cues first and then memorises the coin flips:
-    the training loss keeps falling while held-out ECE and confident errors climb (the guide's
-    epoch table: keep epoch 4, not 6)."""
+    prompts carries a nonsense word of its own. Forced: hard labels alone, no dropout or weight
+    decay, and a vocabulary that keeps one-off words. The student learns the clear cues first
+    and then memorises the coin flips: the training loss keeps falling while held-out ECE and
+    confident errors climb (the guide's epoch table: keep epoch 4, not 6)."""
     examples = noisy_overfit(n_train=2000, n_heldout=1000, seed=0)
     result = run_training(TrainingOptions(
         out_dir=tmp_path, examples=examples, weights=LossWeights(1.0, 0.0, 0.0), dropout=0.0,
-        threads=1, log_fn=lambda _: None, prepare=PrepareOptions(heldout_share=0.5),
+        vocab_min_count=1, threads=1, log_fn=lambda _: None, prepare=PrepareOptions(heldout_share=0.5),
         loop=LoopOptions(epochs=10, patience=10, batch_size=32, weight_decay=0.0, seed=0)))
     epochs = result.metrics["epochs"]
     assert len(epochs) == 10
