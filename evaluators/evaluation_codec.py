@@ -13,39 +13,41 @@ from typing import Any
 from evaluators.request import ModelView, RequestEvaluation
 
 
+_VIEW_FIELDS = ("model", "version", "present", "answered", "error", "intent", "top1", "top2",
+                "latency_ms", "checkable", "wrong_claims", "unknown_entity", "all_claims_correct")
+_VIEW_KEYS = {prefix: tuple(f"{prefix}_{name}" for name in _VIEW_FIELDS)
+              for prefix in ("teacher", "student")}
+"""Column names per model, built once: formatting them per call cost ~3 µs a view."""
+
+
+def _view_values(v: ModelView) -> tuple[Any, ...]:
+    """A view's column values, in the order of ``_VIEW_FIELDS``."""
+    return (v.model, v.version, int(v.present), int(v.answered), v.error or "", v.intent or "",
+            v.top1, v.top2, v.latency_ms, int(v.checkable), v.wrong_claims,
+            v.unknown_entity_claims, int(v.all_claims_correct))
+
+
 def _view_columns(prefix: str, v: ModelView) -> dict[str, Any]:
-    return {
-        f"{prefix}_model": v.model,
-        f"{prefix}_version": v.version,
-        f"{prefix}_present": int(v.present),
-        f"{prefix}_answered": int(v.answered),
-        f"{prefix}_error": v.error or "",
-        f"{prefix}_intent": v.intent or "",
-        f"{prefix}_top1": v.top1,
-        f"{prefix}_top2": v.top2,
-        f"{prefix}_latency_ms": v.latency_ms,
-        f"{prefix}_checkable": int(v.checkable),
-        f"{prefix}_wrong_claims": v.wrong_claims,
-        f"{prefix}_unknown_entity": v.unknown_entity_claims,
-        f"{prefix}_all_claims_correct": int(v.all_claims_correct),
-    }
+    return dict(zip(_VIEW_KEYS[prefix], _view_values(v), strict=True))
 
 
 def _view_from(prefix: str, row: dict[str, Any]) -> ModelView:
+    (model, version, present, answered, error, intent, top1, top2, latency_ms, checkable,
+     wrong_claims, unknown_entity, all_claims_correct) = (row[k] for k in _VIEW_KEYS[prefix])
     return ModelView(
-        present=bool(row[f"{prefix}_present"]),
-        answered=bool(row[f"{prefix}_answered"]),
-        error=row[f"{prefix}_error"] or None,
-        model=row[f"{prefix}_model"],
-        version=row[f"{prefix}_version"],
-        intent=row[f"{prefix}_intent"] or None,
-        top1=row[f"{prefix}_top1"],
-        top2=row[f"{prefix}_top2"],
-        latency_ms=row[f"{prefix}_latency_ms"],
-        checkable=bool(row[f"{prefix}_checkable"]),
-        wrong_claims=int(row[f"{prefix}_wrong_claims"]),
-        unknown_entity_claims=int(row[f"{prefix}_unknown_entity"]),
-        all_claims_correct=bool(row[f"{prefix}_all_claims_correct"]),
+        present=bool(present),
+        answered=bool(answered),
+        error=error or None,
+        model=model,
+        version=version,
+        intent=intent or None,
+        top1=top1,
+        top2=top2,
+        latency_ms=latency_ms,
+        checkable=bool(checkable),
+        wrong_claims=int(wrong_claims),
+        unknown_entity_claims=int(unknown_entity),
+        all_claims_correct=bool(all_claims_correct),
     )
 
 
@@ -78,8 +80,8 @@ def to_record(ev: RequestEvaluation) -> dict[str, Any]:
         "replica_answered": int(ev.replica.answered),
         "replica_intent": ev.replica.intent or "",
     }
-    rec.update(_view_columns("teacher", ev.teacher))
-    rec.update(_view_columns("student", ev.student))
+    rec.update(zip(_VIEW_KEYS["teacher"], _view_values(ev.teacher), strict=True))
+    rec.update(zip(_VIEW_KEYS["student"], _view_values(ev.student), strict=True))
     return rec
 
 

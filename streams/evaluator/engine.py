@@ -275,6 +275,7 @@ class EvaluatorEngine:
         for item in items:
             for table, rows in self.rows.rows(item, partition).items():
                 tables.setdefault(table, []).extend(rows)
+            snapshot.pack_handle(item.handle)  # while its row record is at hand
         for table, rows in tables.items():
             self.producer.produce(self.topic(topics.ROWS), json_each_row(rows), table.encode(),
                                   headers={"table": table})

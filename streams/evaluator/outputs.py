@@ -60,7 +60,9 @@ class RowBuilder:
         if item.request is not None:  # first evaluation: things only the raw request has
             meta["prompt_hash"] = prompt_hash(item.request.prompt, self.hash_key)
         rec = to_record(ev)
+        item.handle.record = (ev, rec)  # for the snapshot encoder (streams.evaluator.snapshot)
         s_top1, s_top2 = ev.student.top1, ev.student.top2
+        labels = item.handle.labels
         row = rec | {
             "prompt_hash": meta.get("prompt_hash", "0" * 64),
             "fallback": int(bool(ev.fallback)),
@@ -71,8 +73,8 @@ class RowBuilder:
             "teacher_fact_error": int(ev.teacher.fact_error),
             "student_fact_error": int(ev.student.fact_error),
             "freshness": "new" if ev.new_title else "established",
-            "labels": orjson.dumps([{"source": s, "preferred": p} for s, p in
-                                    ((lb.source, lb.preferred) for lb in item.handle.labels)]).decode(),
+            "labels": orjson.dumps([{"source": lb.source, "preferred": lb.preferred}
+                                    for lb in labels]).decode() if labels else "[]",
             "late": int(item.late),
             "kafka_partition": partition,
             "kafka_offset": meta.get("offset", -1),
@@ -94,7 +96,10 @@ class RowBuilder:
             reason = "sample"
         elif risky and SamplingPolicy.unit(ev.request_id, "forensic") < self.policy.forensic_rate:
             reason = "forensic"
-        prompt = self.redact(request.prompt)
+        example = SamplingPolicy.unit(ev.request_id, "example") < self.policy.example_share
+        if reason is None and not example:
+            return out
+        prompt = self.redact(request.prompt)  # only for what is kept: redaction is not cheap
         if reason is not None:
             out[SHADOW_PAYLOADS] = [{
                 "request_id": ev.request_id, "ts": row["ts"], "sample_reason": reason,
@@ -104,7 +109,7 @@ class RowBuilder:
                 "teacher_probs": (item.teacher.intent_probs or {}) if item.teacher else {},
                 "student_probs": (item.student.intent_probs or {}) if item.student else {},
             }]
-        if SamplingPolicy.unit(ev.request_id, "example") < self.policy.example_share:
+        if example:
             out[DISTILL_EXAMPLES] = [{
                 "request_id": ev.request_id, "ts": row["ts"], "slice": row["slice"],
                 "prompt_redacted": prompt,

@@ -64,6 +64,9 @@ class Handle:
     """Set by the caller at first evaluation (prompt hash, Kafka offset), kept for re-emits."""
     packed: bytes | None = None
     """The handle as snapshot bytes, cached between checkpoints (None: changed since)."""
+    record: tuple[RequestEvaluation, dict[str, Any]] | None = None
+    """The row record of an evaluation just emitted, handed to the snapshot encoder so it
+    is not computed twice (dropped once the handle is packed)."""
 
 
 @dataclass
@@ -112,7 +115,11 @@ class PartitionState:
 
     @property
     def max_event_ts(self) -> float:
-        return max(w.max_event_ts for w in self.windows.values())
+        newest = -math.inf  # a loop, not max(generator): this runs for every request
+        for w in self.windows.values():
+            if w.max_event_ts > newest:
+                newest = w.max_event_ts
+        return newest
 
     # -- input -------------------------------------------------------------------------------
 
