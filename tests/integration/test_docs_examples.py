@@ -33,7 +33,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from streams.local_alertmanager import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS = REPO_ROOT / "docs"
@@ -173,12 +174,6 @@ def matches(expected: str, actual: str) -> bool:
 # --------------------------------------------------------------------------------------------
 # Running a page
 # --------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @dataclass
 class Background:
