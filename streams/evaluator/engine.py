@@ -231,6 +231,9 @@ class EvaluatorEngine:
                 continue
             if name == topics.REQUESTS:
                 state.on_request(message, self.catalog.catalog, out)
+                waiting = state.pending.get(message.request_id)
+                if waiting is not None and waiting.request is message:
+                    waiting.offset = msg.offset()  # kept until its answers complete the join
             elif name == topics.LABELS:
                 state.on_label(message, out)
             else:

@@ -47,6 +47,8 @@ class Pending:
     due: float | None = None
     """Event time at which the join times out: the request's time, or the newest event time
     seen when the request came if that is later (an out-of-order request)."""
+    offset: int = -1
+    """The request message's offset in its partition (the replay coordinates of an alert)."""
 
     @property
     def complete(self) -> bool:
@@ -255,6 +257,8 @@ class PartitionState:
             self.counters["late_events"] += 1
         # Slices and counters are not kept: a label (rare) recomputes them from the evaluation.
         handle = self.handles[rid] = Handle(ev, list(p.labels))
+        if p.offset >= 0:
+            handle.meta["offset"] = p.offset
         out.append(Evaluated(ev, handle, p.request, p.teacher, p.student, late))
 
     def _replace(self, handle: Handle, new: RequestEvaluation, out: list[Evaluated]) -> None:

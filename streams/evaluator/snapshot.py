@@ -27,6 +27,7 @@ class PendingSnap(msgspec.Struct):
     teacher_replica: ModelResponse | None
     labels: list[Label]
     due: float | None = None
+    offset: int = -1
 
 
 class HandleSnap(msgspec.Struct):
@@ -77,7 +78,7 @@ def _packed(h: Handle) -> msgspec.Raw:
 def dump(state: PartitionState, offsets: dict[str, int]) -> bytes:
     snap = PartitionSnap(
         offsets=dict(offsets),
-        pending={rid: PendingSnap(p.request, p.teacher, p.student, p.teacher_replica, p.labels, p.due)
+        pending={rid: PendingSnap(p.request, p.teacher, p.student, p.teacher_replica, p.labels, p.due, p.offset)
                  for rid, p in state.pending.items()},
         handles={rid: _packed(h) for rid, h in state.handles.items()},
         seen=dict(state.seen),
@@ -104,7 +105,7 @@ def load(blob: bytes, state: PartitionState) -> dict[str, int]:
     """Fill a fresh PartitionState from a snapshot; return the input offsets it covers."""
     snap = _decoder.decode(_decompress(blob))
     layout = state.layout
-    state.pending = {rid: Pending(p.request, p.teacher, p.student, p.teacher_replica, list(p.labels), p.due)
+    state.pending = {rid: Pending(p.request, p.teacher, p.student, p.teacher_replica, list(p.labels), p.due, p.offset)
                      for rid, p in snap.pending.items()}
     state.handles = {}
     for rid, raw in snap.handles.items():

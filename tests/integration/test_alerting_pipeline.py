@@ -129,6 +129,7 @@ def test_monitor_pages_what_offline_judging_finds_once_each(cluster: Cluster, tm
             jobs = sql(port, "SELECT job_id, status, request FROM distillwatch.retrain_jobs FINAL")
             deliveries = sql(port, "SELECT target, status, count() FROM distillwatch.alert_deliveries "
                                    "GROUP BY target, status ORDER BY target, status")
+            no_offset = sql(port, "SELECT countIf(kafka_offset < 0) FROM distillwatch.shadow_evaluations FINAL")
             cluster.env["DISTILLWATCH_HTTP__PORT"] = str(port)
             listed = cluster.cli("alerts", "list", "--format", "json")  # through the monitor's API
             table = cluster.cli("alerts", "list")
@@ -152,6 +153,9 @@ def test_monitor_pages_what_offline_judging_finds_once_each(cluster: Cluster, tm
     assert {(e["status"], e["rule"], e["slice"], e["window_start"]) for e in events} == expected
     assert all(e["deliveries"].count(":delivered") == 2 for e in events)
     assert all(e["evidence"]["forensics_sql"].startswith("SELECT") for e in events)
+    # Every request row knows its Kafka coordinates, so every page says what to replay.
+    assert no_offset == [[0]]
+    assert all("shadow.requests[" in e["evidence"]["replay_offsets"] for e in events if e["status"] == "firing")
     assert table.returncode == 0 and "alert(s) firing now" in table.stdout, table.stdout
     # Drift detectors: ADWIN sees the student's error stream on region=br shift at the onset;
     # nothing drifts before it. Drift events are stored, not delivered (alerting.drift.deliver).
