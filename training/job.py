@@ -37,15 +37,15 @@ from evaluators.privacy import Redactor
 from schemas.errors import ConfigError
 from schemas.messages import RetrainRequest
 from training import sources
-from training.batches import tokenize
+from training.batches import predict_logits, tokenize
 from training.calibration import fit_temperature, fold_temperature, nll
-from training.dataset import Example, PrepareOptions, prepare
-from training.evaluation import evaluate_candidate, probs_dicts
+from training.dataset import Example, PrepareOptions, dropped_target_reasons, prepare
+from training.evaluation import HeldoutReport, evaluate_candidate, probs_dicts
 from training.loss import DEFAULT_BLEND, LossWeights
 from training.report import metrics_document, worst_slice, write_outputs
 from training.runtime import Runtime, start
 from training.student import build_student, default_lr, parameter_count
-from training.trainer import LoopOptions, heldout_data, run_loop, softmax_np
+from training.trainer import HeldoutData, LoopOptions, heldout_data, run_loop, softmax_np
 
 
 @dataclass
@@ -159,109 +159,119 @@ def _run(opts: TrainingOptions, rt: Runtime, log: Callable[[str], None], started
     examples, source, request = load_examples(opts)
     config = opts.eval_config
     classes = list(config.intents)
-    weights = opts.weights
-    if weights is None:
-        hints = request.loss_hints if request is not None else None
-        weights = (LossWeights(hints.w_ce, hints.w_kd, hints.w_rare, hints.temperature)
-                   if hints is not None else DEFAULT_BLEND)
+    weights = opts.weights or _weights_from(request)
     data = prepare(examples, config, opts.prepare)
     if len(data.train) == 0:
         raise ConfigError(f"no training examples left after filtering ({data.counts}); the data "
                           "needs references or teacher answers that pass the catalog checks")
     if not data.heldout:
         raise ConfigError("the held-out split is empty; give more examples or a larger heldout share")
-    main = rt.is_main
-    if main:
+    if rt.is_main:
+        dropped = sum(v for k, v in dropped_target_reasons(data.counts).items() if k != "no_teacher")
         log(f"train: {len(data.train)} examples, held-out {len(data.heldout)}; teacher targets "
-            f"dropped: {sum(v for k, v in data.counts.items() if k.startswith('teacher_target_') and not k.endswith(('_kept', '_no_teacher')))}; "
-            f"device {rt.device}, {rt.world_size} process(es)")
-    _seed(opts.loop.seed)
-    out = opts.out_dir
-    tokenizer = None
-    if rt.distributed:  # rank 0 trains the tokenizer, the others load it
-        tok_dir = out / ".tokenizer"
-        if main:
-            _, tokenizer, _ = build_student(opts.student, classes, data.train.prompts, opts.dropout,
-                                            vocab_min_count=opts.vocab_min_count)
-            out.mkdir(parents=True, exist_ok=True)
-            tokenizer.save_pretrained(tok_dir)
-        rt.barrier()
-        if not main:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-        _seed(opts.loop.seed)
-    model, tokenizer, max_length = build_student(opts.student, classes, data.train.prompts,
-                                                 opts.dropout, tokenizer, opts.vocab_min_count)
+            f"dropped: {dropped}; device {rt.device}, {rt.world_size} process(es)")
+    model, tokenizer, max_length = _student(opts, rt, classes, data.train.prompts)
     model.to(rt.device)
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     train_ids = tokenize(tokenizer, data.train.prompts, max_length)
-    held = heldout_data(data.heldout, tokenize(tokenizer, [ex.prompt for ex in data.heldout], max_length), classes)
+    held = heldout_data(data.heldout, tokenize(tokenizer, [ex.prompt for ex in data.heldout], max_length),
+                        classes)
     wrapped: Any = model
     if rt.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         wrapped = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.cuda else None)
     loop_opts = opts.loop if opts.loop.lr is not None else replace(opts.loop, lr=default_lr(opts.student))
+    out = opts.out_dir
     loop = run_loop(wrapped, train_ids, data.train, held, classes, config, weights, loop_opts, rt,
-                    pad_id, log, out / "checkpoint" if (main and opts.checkpoints) else None)
-    if not main:
+                    pad_id, log, out / "checkpoint" if (rt.is_main and opts.checkpoints) else None)
+    if not rt.is_main:
         return TrainingResult(out, "", {}, is_main=False)
     if loop.best_state is None:
         raise ConfigError("no epoch produced a promotion score: the held-out split has no "
                           "requests with both a teacher answer and a reference")
     model.load_state_dict(loop.best_state)
-
-    # Temperature scaling on held-out NLL, then the final numbers.
-    logits = _heldout_logits(model, held, pad_id, rt)
-    has_ref = held.labels >= 0
-    temperature = fit_temperature(logits[has_ref], held.labels[has_ref])
-    focus = list(opts.slices) or (list(request.slices) if request is not None else [])
-    baseline_probs = [ex.logged_student_probs for ex in held.examples]
-    has_baseline = any(p is not None for p in baseline_probs)
-    baseline = evaluate_candidate(held.examples, baseline_probs, config) if has_baseline else None
-    if not focus and baseline is not None:
-        worst = worst_slice(baseline.slices)
-        focus = [worst] if worst else []
-    before = evaluate_candidate(held.examples, probs_dicts(softmax_np(logits), classes), config)
-    after = evaluate_candidate(held.examples, probs_dicts(softmax_np(logits, temperature), classes), config)
-    calibration = {
-        "temperature": temperature,
-        "fitted_on": int(has_ref.sum()),
-        "nll_before": nll(logits[has_ref], held.labels[has_ref]) if bool(has_ref.any()) else None,
-        "nll_after": nll(logits[has_ref], held.labels[has_ref], temperature) if bool(has_ref.any()) else None,
-        "ece_before": before.overall.get("ece"),
-        "ece_after": after.overall.get("ece"),
-        "folded_into_classifier": False,
-    }
-    if temperature != 1.0:
-        calibration["folded_into_classifier"] = fold_temperature(model, len(classes), temperature)
-    if not calibration["folded_into_classifier"]:
-        model.config.distillwatch_temperature = temperature  # consumers must divide logits by it
-    elapsed = time.time() - started
+    before, after, calibration = _calibrate(model, held, classes, config, pad_id, rt)
+    baseline, focus = _baseline(held.examples, config, opts, request)
     doc = metrics_document(
         opts=opts, source=source, request=request, counts=data.counts, weights=weights, rt=rt,
         loop=loop, loop_opts=loop_opts, before=before, after=after, baseline=baseline, focus=focus,
-        calibration=calibration, params=parameter_count(model), elapsed_s=elapsed)
+        calibration=calibration, params=parameter_count(model), elapsed_s=time.time() - started)
     version = _write_model(model, tokenizer, out, opts) if opts.save_model else "unsaved"
     doc["model_version"] = version
     write_outputs(out, doc, before, after, loop)
-    if (out / ".tokenizer").exists():
-        shutil.rmtree(out / ".tokenizer", ignore_errors=True)
+    shutil.rmtree(out / ".tokenizer", ignore_errors=True)
     log(f"chose epoch {doc['choice']['epoch']} (promotion score {doc['choice']['promotion_score']:.4f}); "
-        f"temperature {temperature:.3f}: ece {_f(calibration['ece_before'])} -> {_f(calibration['ece_after'])}; "
-        f"wrote {out}")
+        f"temperature {calibration['temperature']:.3f}: ece {_f(calibration['ece_before'])} -> "
+        f"{_f(calibration['ece_after'])}; wrote {out}")
     return TrainingResult(out, version, doc)
+
+
+def _weights_from(request: RetrainRequest | None) -> LossWeights:
+    """The request's loss hints, else the default blend."""
+    if request is None:
+        return DEFAULT_BLEND
+    h = request.loss_hints
+    return LossWeights(h.w_ce, h.w_kd, h.w_rare, h.temperature)
+
+
+def _student(opts: TrainingOptions, rt: Runtime, classes: list[str], prompts: list[str]) -> tuple[Any, Any, int]:
+    """The seeded student; under DDP rank 0 builds the tokenizer and the others load it."""
+    tokenizer = None
+    if rt.distributed:
+        tok_dir = opts.out_dir / ".tokenizer"
+        if rt.is_main:
+            _, tokenizer, _ = build_student(opts.student, classes, prompts, opts.dropout,
+                                            vocab_min_count=opts.vocab_min_count)
+            opts.out_dir.mkdir(parents=True, exist_ok=True)
+            tokenizer.save_pretrained(tok_dir)
+        rt.barrier()
+        if not rt.is_main:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    _seed(opts.loop.seed)  # the same initial weights on every rank and in every run
+    return build_student(opts.student, classes, prompts, opts.dropout, tokenizer, opts.vocab_min_count)
+
+
+def _calibrate(model: Any, held: HeldoutData, classes: list[str], config: EvalConfig, pad_id: int,
+               rt: Runtime) -> tuple[HeldoutReport, HeldoutReport, dict[str, Any]]:
+    """Fit T on held-out NLL, fold it into the model; library metrics before and after."""
+    logits = predict_logits(model, held.ids, pad_id, rt)
+    ref = held.labels >= 0
+    temperature = fit_temperature(logits[ref], held.labels[ref])
+    before = evaluate_candidate(held.examples, probs_dicts(softmax_np(logits), classes), config)
+    after = evaluate_candidate(held.examples, probs_dicts(softmax_np(logits, temperature), classes), config)
+    any_ref = bool(ref.any())
+    calibration: dict[str, Any] = {
+        "temperature": temperature,
+        "fitted_on": int(ref.sum()),
+        "nll_before": nll(logits[ref], held.labels[ref]) if any_ref else None,
+        "nll_after": nll(logits[ref], held.labels[ref], temperature) if any_ref else None,
+        "ece_before": before.overall.get("ece"),
+        "ece_after": after.overall.get("ece"),
+        "folded_into_classifier": temperature == 1.0 or fold_temperature(model, len(classes), temperature),
+    }
+    if not calibration["folded_into_classifier"]:
+        model.config.distillwatch_temperature = temperature  # consumers must divide logits by it
+    return before, after, calibration
+
+
+def _baseline(examples: list[Example], config: EvalConfig, opts: TrainingOptions,
+              request: RetrainRequest | None) -> tuple[HeldoutReport | None, list[str]]:
+    """The logged student on the same held-out requests (replay logs), and the focus slices:
+    as asked, else the slice where the logged student is worst."""
+    probs = [ex.logged_student_probs for ex in examples]
+    baseline = evaluate_candidate(examples, probs, config) if any(p is not None for p in probs) else None
+    focus = list(opts.slices) or (list(request.slices) if request is not None else [])
+    if not focus and baseline is not None:
+        worst = worst_slice(baseline.slices)
+        focus = [worst] if worst else []
+    return baseline, focus
 
 
 def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
-
-
-def _heldout_logits(model: Any, held: Any, pad_id: int, rt: Runtime) -> torch.Tensor:
-    from training.batches import predict_logits
-
-    return predict_logits(model, held.ids, pad_id, rt)
 
 
 def _write_model(model: Any, tokenizer: Any, out: Path, opts: TrainingOptions) -> str:
