@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -24,13 +26,15 @@ from evaluators.offline import LogSummary, collect_rarely, evaluate_log
 from simulator.traffic import TrafficConfig, World
 
 
-def make_log(path: Path, pairs: int, seed: int = 1) -> Path:
+def make_log(path: Path, pairs: int, seed: int = 1, start: datetime | None = None) -> Path:
+    """A synthetic log of ``pairs`` requests at 500/s of event time (cached at ``path``)."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
+    tmp = path.with_suffix(f".partial{os.getpid()}")
+    config = TrafficConfig(pairs=pairs, rate_per_s=500.0, **({"start": start} if start else {}))
     with open(tmp, "wb") as handle:
-        for line in World(TrafficConfig(pairs=pairs, rate_per_s=500.0), seed=seed).lines():
+        for line in World(config, seed=seed).lines():
             handle.write(orjson.dumps(line) + b"\n")
     tmp.rename(path)
     return path
@@ -57,9 +61,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1_000_000)
     parser.add_argument("--window", type=int, default=60)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "distillwatch" / "bench")
+    parser.add_argument("--log", type=Path, help="evaluate this log instead of a generated one")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    log = make_log(args.cache / f"evaluate-{args.pairs}.jsonl", args.pairs)
+    log = args.log or make_log(args.cache / f"evaluate-{args.pairs}.jsonl", args.pairs)
     result = run(log, args.window)
     if args.json:
         print(json.dumps(result))

@@ -1,0 +1,289 @@
+"""End to end on this machine: replay → Kafka → ``distillwatch run`` → ClickHouse, measured.
+
+One monitor process (evaluator, sink, embedded ClickHouse, HTTP API), the broker on the same
+cores, fresh topics (a unique prefix) and a fresh data directory. Two phases:
+
+1. throughput: every pair of the log is published as fast as the replayer goes while the
+   monitor runs; sustained pairs/s is pairs / (first publish → last row queryable and the
+   evaluator idle). A lag curve (published, consumed, stored, per second) and the monitor's
+   RSS are sampled along the way. Latency here is mostly time spent waiting in the backlog.
+2. latency: a second, fresh set of pairs published at a steady rate below capacity; the time
+   from a request's publication to its ``shadow_evaluations`` row (``inserted_at``) gives
+   p50/p95. Rows reach the sink only when the evaluator commits (``evaluator.checkpoint_s``),
+   which bounds how low this can go.
+
+After both, a plain confluent-kafka consumer reads the same input topics doing nothing: the
+ceiling any consumer of those topics has on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams import topics
+from streams.replay import replay
+
+INPUT_TOPICS = (topics.REQUESTS, topics.TEACHER, topics.STUDENT, topics.TEACHER_REPLICA, topics.LABELS)
+PROBES = 2000
+"""Requests of the throughput phase whose latency is measured (evenly spread)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Monitor:
+    """A ``distillwatch run`` subprocess with its own data dir, topic prefix and port."""
+
+    work: Path
+    bootstrap: str
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.prefix = f"dwbench{uuid.uuid4().hex[:8]}."
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLWATCH_")}
+        env.update({
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            "DISTILLWATCH_DATA_DIR": str(self.work / "data"),
+            "DISTILLWATCH_TOPIC_PREFIX": self.prefix,
+            "DISTILLWATCH_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "DISTILLWATCH_EVALUATOR__GROUP_ID": f"{self.prefix}evaluator",
+            "DISTILLWATCH_HTTP__PORT": str(self.port),
+            # A rule that fires must not start a CPU training run in the middle of a benchmark.
+            "DISTILLWATCH_ALERTING__RETRAIN__LAUNCHER": "none",
+        })
+        self.env = env | self.env
+
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "distillwatch", *args], env=self.env, cwd=self.work,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def start(self, timeout_s: float = 180) -> None:
+        log = open(self.work / "monitor.log", "wb")  # noqa: SIM115 (kept open by the child)
+        self.proc = subprocess.Popen([sys.executable, "-m", "distillwatch", "run"], env=self.env,
+                                     cwd=self.work, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"monitor exited: {self.log_tail()}")
+            if (self.metric("distillwatch_assigned_partitions") or 0) > 0:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"monitor did not get its partitions in {timeout_s:.0f} s: {self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+
+    def log_tail(self) -> str:
+        path = self.work / "monitor.log"
+        return path.read_text(errors="replace")[-1500:] if path.exists() else ""
+
+    def metric(self, name: str, total: bool = False) -> float | None:
+        """A sample of /metrics (``total``: the sum over its labels); None when unreachable."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return None
+        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith(name + " ") or line.startswith(name + "{")]
+        if not values:
+            return None
+        return sum(values) if total else values[0]
+
+    def sql(self, query: str) -> list[list[Any]]:
+        body = json.dumps({"sql": query}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/sql", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return list(json.loads(resp.read())["rows"])
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(current, peak) resident set of the monitor process, MB."""
+        assert self.proc is not None
+        fields = dict(line.split(":", 1) for line in
+                      Path(f"/proc/{self.proc.pid}/status").read_text().splitlines() if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+class Published:
+    """Lines of a log handed to ``replay``, with the time every ``every``-th request went out."""
+
+    def __init__(self, path: Path, every: int = 1, rename: bytes | None = None) -> None:
+        self.path = path
+        self.every = every
+        self.rename = rename
+        self.pairs = 0
+        self.sent_at: dict[str, float] = {}
+        self.done = threading.Event()
+        self.errors: list[str] = []
+
+    def lines(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as handle:
+            for raw in handle:
+                if self.rename is not None:
+                    raw = raw.replace(b'"req-', self.rename)
+                if raw.startswith(b'{"request"'):
+                    if self.pairs % self.every == 0:
+                        start = raw.find(b'"request_id":"') + 14
+                        self.sent_at[raw[start:raw.find(b'"', start)].decode()] = time.time()
+                    self.pairs += 1
+                yield raw
+
+    def publish(self, monitor: Monitor, settings: Any, rate: float | None) -> threading.Thread:
+        """Replay into the monitor's topics from a thread, every delivery confirmed."""
+        prefixed = settings.model_copy(update={"topic_prefix": monitor.prefix})
+        prefixed.kafka = prefixed.kafka.model_copy(update={"bootstrap_servers": monitor.bootstrap})
+
+        def work() -> None:
+            try:
+                report = replay(self.lines(), prefixed, rate=rate)
+                if not report.ok:
+                    self.errors.extend(report.errors or ["not every record was acknowledged"])
+            except Exception as exc:  # surfaced by the caller
+                self.errors.append(repr(exc))
+            finally:
+                self.done.set()
+
+        thread = threading.Thread(target=work, name="bench-replay", daemon=True)
+        thread.start()
+        return thread
+
+
+def latencies(monitor: Monitor, sent_at: dict[str, float], ids: list[str]) -> list[float]:
+    """Seconds from publication to the first stored row, for the ids that have one."""
+    out = []
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        quoted = ",".join("'" + rid.replace("'", "") + "'" for rid in chunk)
+        rows = monitor.sql("SELECT request_id, toFloat64(min(inserted_at)) FROM distillwatch.shadow_evaluations "
+                           f"WHERE request_id IN ({quoted}) GROUP BY request_id")
+        out += [float(t) - sent_at[rid] for rid, t in rows]
+    return out
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_s": None, "p95_s": None, "n": 0}
+    ordered = sorted(values)
+    return {"p50_s": round(statistics.median(ordered), 3),
+            "p95_s": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3), "n": len(ordered)}
+
+
+def wait_stored(monitor: Monitor, expected: int, records: int, timeout_s: float,
+                sample: Callable[[], None]) -> float:
+    """Until every request has its row, all input is consumed and the evaluator is idle."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sample()
+        consumed = monitor.metric("distillwatch_records_total") or 0
+        if consumed >= records and monitor.metric("distillwatch_idle") == 1.0:
+            stored = monitor.sql("SELECT count() FROM distillwatch.shadow_evaluations FINAL")[0][0]
+            if stored >= expected:
+                return time.time()
+        time.sleep(1.0)
+    raise TimeoutError(f"the monitor did not store {expected} requests in {timeout_s:.0f} s: {monitor.log_tail()}")
+
+
+def run_throughput(monitor: Monitor, settings: Any, log: Path, pairs: int, records: int,
+                   timeout_s: float) -> dict[str, Any]:
+    source = Published(log, every=max(1, pairs // PROBES))
+    curve: list[dict[str, float]] = []
+    began = time.time()
+
+    def sample() -> None:
+        if curve and time.time() - began - curve[-1]["t_s"] < 0.9:
+            return
+        consumed = monitor.metric("distillwatch_records_total") or 0
+        try:
+            stored = monitor.sql("SELECT count() FROM distillwatch.shadow_evaluations")[0][0]
+        except OSError:
+            stored = curve[-1]["stored_rows"] if curve else 0
+        rss, _ = monitor.rss_mb()
+        curve.append({"t_s": round(time.time() - began, 1), "published_pairs": source.pairs,
+                      "consumed_records": consumed, "stored_rows": stored, "rss_mb": round(rss)})
+
+    source.publish(monitor, settings, rate=None)
+    while not source.done.wait(1.0):
+        sample()
+    replay_s = time.time() - began
+    if source.errors:
+        raise RuntimeError(f"replay failed: {source.errors[:3]}")
+    finished = wait_stored(monitor, pairs, records, timeout_s, sample)
+    sample()
+    elapsed = finished - began
+    _, peak = monitor.rss_mb()
+    lag = monitor.metric("distillwatch_consumer_lag", total=True)
+    return {
+        "pairs": pairs, "records": records, "replay_s": round(replay_s, 1), "elapsed_s": round(elapsed, 1),
+        "pairs_per_s": round(pairs / elapsed), "latency_backlog": percentiles(latencies(monitor, source.sent_at, list(source.sent_at))),
+        "evaluator_peak_rss_mb": round(peak), "lag_at_end_records": lag, "lag_curve": curve,
+    }
+
+
+def run_latency(monitor: Monitor, settings: Any, log: Path, pairs: int, rate: float,
+                timeout_s: float, stored_before: int) -> dict[str, Any]:
+    source = Published(log, rename=b'"lat-')
+    began = time.time()
+    source.publish(monitor, settings, rate=rate).join()
+    if source.errors:
+        raise RuntimeError(f"replay failed: {source.errors[:3]}")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stored = monitor.sql("SELECT count() FROM distillwatch.shadow_evaluations FINAL")[0][0]
+        if stored >= stored_before + pairs:
+            break
+        time.sleep(1.0)
+    values = latencies(monitor, source.sent_at, list(source.sent_at))
+    return {"pairs": pairs, "rate_pairs_per_s": round(rate, 1), "duration_s": round(time.time() - began, 1),
+            **percentiles(values)}
+
+
+def plain_consumer(bootstrap: str, prefix: str, records: int, timeout_s: float = 600) -> dict[str, Any]:
+    """A confluent-kafka consumer reading the input topics from the start, doing nothing else."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}ceiling-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    consumer.subscribe([prefix + name for name in INPUT_TOPICS])
+    seen = first = 0
+    started = None
+    deadline = time.monotonic() + timeout_s
+    try:
+        while seen < records and time.monotonic() < deadline:
+            for msg in consumer.consume(5000, 1.0):
+                if msg.error() is None:
+                    if started is None:
+                        started = time.perf_counter()
+                    seen += 1
+                    first += len(msg.value() or b"")
+    finally:
+        consumer.close()
+    elapsed = time.perf_counter() - started if started is not None else float("nan")
+    return {"records": seen, "elapsed_s": round(elapsed, 2), "records_per_s": round(seen / elapsed),
+            "mb": round(first / 1e6, 1)}

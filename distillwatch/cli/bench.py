@@ -1,0 +1,77 @@
+"""``distillwatch bench``: end to end, the ceilings, the peer and forensic queries in one run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from distillwatch.cli.context import console, console_err, fail, settings_of
+
+
+def bench(
+    ctx: typer.Context,
+    pairs: int = typer.Option(1_000_000, "--pairs", "-n", min=100, help="Pairs replayed end to end."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every figure."),
+    peer_pairs: int = typer.Option(100_000, "--peer-pairs", min=100, help="Pairs for the Evidently comparison."),
+    no_peer: bool = typer.Option(False, "--no-peer", help="Skip the Evidently comparison."),
+    forensics_rows: int = typer.Option(10_000_000, "--forensics-rows", min=1000,
+                                       help="Rows for the forensic query benchmark."),
+    no_forensics: bool = typer.Option(False, "--no-forensics", help="Skip the forensic query benchmark."),
+    latency_pairs: int = typer.Option(None, "--latency-pairs", min=10,
+                                      help="Pairs of the paced latency phase [default: pairs/20, 200..20,000]."),
+    cache: Path = typer.Option(Path.home() / ".cache" / "distillwatch" / "bench", "--cache",
+                               help="Where generated logs are kept between runs."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the run's data directory (ClickHouse, logs)."),
+) -> None:
+    """Measure the pipeline on this machine: pairs/s, latency, RSS, lag, ceilings, peer, forensics."""
+    settings = settings_of(ctx)
+    try:
+        from bench.suite import run_all
+    except ImportError as exc:  # bench/ ships with the repository, not with an installed package
+        fail(f"the benchmark scripts (bench/) are not importable: {exc}; run from a clone with PYTHONPATH set")
+    progress = (lambda msg: console_err.print(msg, markup=False, highlight=False))
+    try:
+        result = run_all(pairs, settings, cache, peer_pairs=peer_pairs, peer=not no_peer,
+                         forensics_rows=forensics_rows, forensics=not no_forensics,
+                         latency_pairs=latency_pairs, keep=keep, progress=progress)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        fail(f"benchmark failed: {' '.join(str(exc).split())[:500]}")
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    _print(result)
+
+
+def _print(r: dict[str, Any]) -> None:
+    e, c, p, f = r["end_to_end"], r["ceilings"], r["peer"], r["forensics"]
+    m = r["machine"]
+    lines = [
+        f"machine: {m['cpus']} cores, {m['memory_mb']} MB, load {m['load_average_1m']} → {m['load_average_1m_end']}",
+        f"end to end: {e['pairs']:,} pairs in {e['elapsed_s']} s = {e['pairs_per_s']:,} pairs/s "
+        f"(replay {e['replay_s']} s); lag at end {e['lag_at_end_records']}; evaluator peak RSS "
+        f"{e['evaluator_peak_rss_mb']} MB",
+        f"latency, paced at {e['latency']['rate_pairs_per_s']} pairs/s: p50 {e['latency']['p50_s']} s, "
+        f"p95 {e['latency']['p95_s']} s (full-speed backlog: p50 {e['latency_backlog']['p50_s']} s)",
+        f"ceilings: plain consumer {c['plain_consumer']['pairs_per_s']:,} pairs/s, offline evaluate "
+        f"{c['offline_evaluate']['pairs_per_s']:,} pairs/s; end to end = "
+        f"{c['ratios']['end_to_end_over_consumer']:.2f}x consumer, {c['ratios']['end_to_end_over_offline']:.2f}x offline",
+    ]
+    if p.get("available"):
+        lines.append(f"peer: Evidently {p['reports']} reports on {p['rows']:,} pairs {p['report_s']} s vs "
+                     f"distillwatch evaluate {p['distillwatch_evaluate_s']} s: "
+                     f"{p['time_ratio_peer_over_distillwatch']}x")
+    else:
+        lines.append(f"peer: not measured ({p.get('reason')})")
+    if f.get("available"):
+        lines.append(f"forensics: {f['rows']:,} rows, slowest saved query {f['max_query_wall_median_s']} s (median)")
+    else:
+        lines.append(f"forensics: not measured ({f.get('reason')})")
+    for name, t in r["targets"].items():
+        mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        lines.append(f"target {name}: {t.get('value')} (target {t.get('target', 0)}) {mark}")
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
