@@ -14,6 +14,7 @@ from distillwatch.cli import alerts
 from distillwatch.cli import forensics
 from distillwatch.cli import report
 from distillwatch.cli import train
+from distillwatch.cli import bench
 from distillwatch.cli.context import console_err, fail
 from distillwatch.settings import load_settings
 from schemas.errors import DistillwatchError
@@ -57,6 +58,7 @@ app.command("forensics")(forensics.forensics_command)
 app.command("report")(report.report)
 app.command("train")(train.train)
 app.command("demo")(demo.demo)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:
