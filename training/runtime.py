@@ -56,7 +56,7 @@ class Runtime:
         """Rank 0's value on every rank (stop/improved decisions must agree)."""
         if not self.distributed:
             return value
-        t = torch.tensor([1 if value else 0], dtype=torch.int64)
+        t = torch.tensor([1 if value else 0], dtype=torch.int64, device=self.device)  # NCCL: on the GPU
         dist.broadcast(t, src=0)
         return bool(t.item())
 

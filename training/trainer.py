@@ -141,7 +141,7 @@ def run_loop(model: Any, train_ids: list[torch.Tensor], train: TrainSet, heldout
     for epoch in range(1, opts.epochs + 1):
         model.train()
         loader = epoch_loader(train_ids, train, sampler, epoch, pad_id, rt, opts.workers)
-        sums = torch.zeros(4, dtype=torch.float64)
+        sums = torch.zeros(4, dtype=torch.float64, device=rt.device)  # no host sync per step
         steps = seen = 0
         wait = 0.0
         started = time.perf_counter()
@@ -167,13 +167,13 @@ def run_loop(model: Any, train_ids: list[torch.Tensor], train: TrainSet, heldout
             optimizer.step()
             schedule.step()
             # parts are this rank's share × world size; summed over ranks / world size = global
-            sums += torch.stack([parts.total, parts.ce, parts.kd, parts.rare]).detach().double().cpu() / rt.world_size
+            sums += torch.stack([parts.total, parts.ce, parts.kd, parts.rare]).detach().double() / rt.world_size
             steps += 1
             seen += int(b["labels"].shape[0])
         if rt.cuda:
             torch.cuda.synchronize(rt.device)
         seconds = time.perf_counter() - started
-        sums, seen = rt.sum_across(sums, seen)
+        sums, seen = rt.sum_across(sums.cpu(), seen)
         total_wait, total_time, total_examples = total_wait + wait, total_time + seconds, total_examples + seen
         means = (sums / max(steps, 1)).tolist()
         train_metrics = {"loss": means[0], "ce": means[1], "kd": means[2], "rare": means[3]}
