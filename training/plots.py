@@ -104,7 +104,7 @@ def write_report(out: Path, doc: dict[str, Any], before: list[tuple[float, float
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style>
 </head><body>
 <h1>Retraining report: {title}</h1>
-<p>{html.escape(doc['choice']['reason'])}. Temperature {cal['temperature']:.3f}.</p>
+<p>{html.escape(doc['choice']['reason'].capitalize())}. Temperature {cal['temperature']:.3f}.</p>
 <h2>Epochs (held-out, metric library)</h2>
 {_table(epoch_rows, ["epoch", "train loss", *keys, ""])}
 <img src="{CURVES_PNG}" alt="training curves">

@@ -37,7 +37,8 @@ MIN_SLICE_SUPPORT = 20
 
 
 def worst_slice(slices: dict[str, dict[str, float]], metric: str = "accuracy") -> str | None:
-    """The attribute slice (``key=value``) where ``metric`` is lowest, with enough support."""
+    """The single-key slice (``region=br``, ``freshness=new``; not ``intent=`` or ``risk=``,
+    which are about the answer, not the traffic) where ``metric`` is lowest, with enough support."""
     candidates = [
         (m[metric], key) for key, m in slices.items()
         if "=" in key and "," not in key and not key.startswith(("intent=", "risk="))
