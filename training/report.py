@@ -36,7 +36,7 @@ MIN_SLICE_SUPPORT = 20
 """A slice needs this many held-out requests to be named the failing one."""
 
 
-def worst_slice(slices: dict[str, dict[str, float]], metric: str = "accuracy") -> str | None:
+def worst_slice(slices: dict[str, dict[str, float]], metric: str = "promotion_score") -> str | None:
     """The single-key slice (``region=br``, ``freshness=new``; not ``intent=`` or ``risk=``,
     which are about the answer, not the traffic) where ``metric`` is lowest, with enough support."""
     candidates = [

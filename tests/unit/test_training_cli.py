@@ -63,7 +63,7 @@ def test_writes_model_tokenizer_metrics_report_and_card(trained: tuple[Path, Pat
 def test_retrained_student_beats_the_logged_one_on_the_failing_slice(trained: tuple[Path, Path, str]) -> None:
     log, out, _ = trained
     m = json.loads((out / "metrics.json").read_text())
-    assert m["focus_slices"] == ["region=br"]  # found as the logged student's worst slice
+    assert m["focus_slices"] == ["region=br"]  # found as the logged student's worst slice (promotion score)
     br = m["comparison"]["region=br"]
     assert br["trained"]["accuracy"] > br["logged_student"]["accuracy"] + 0.2
     assert br["trained"]["promotion_score"] > br["logged_student"]["promotion_score"]
