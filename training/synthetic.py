@@ -3,11 +3,12 @@
 :func:`rare_collapse` reproduces the guide's scenario 4 in miniature. Prompts are filler words
 plus a cue word of their class. A few whole prompts (``AMBIGUOUS``) are used word for word by
 both faq and safety_escalation requests, so a student cannot tell them apart and must pick one
-decision per phrase. On those safety prompts the teacher is right but soft (safety 0.5, faq 0.4).
-Soft labels average the group towards its commoner class, faq: a student trained mostly on
-them misses those safety prompts (recall ≈ 0.85). Hard labels plus the rare-class term move
-the group to safety_escalation (recall ≈ 1.0) at the price of the group's faq prompts, which
-are only slightly more numerous, so accuracy moves by about a quarter of a point.
+decision per phrase. On those safety requests the teacher's soft label leans to the common
+class (safety 0.3, faq 0.6), the way soft labels blur a rare class into a nearby common one.
+A student trained mostly on soft labels gives the phrases to faq and misses those safety
+requests (recall ≈ 0.85). Hard labels plus the rare-class term give them to
+safety_escalation (recall ≈ 1.0), at the price of the phrases' faq requests. Those are about
+as many (0.6 % of traffic against 0.75 %), so accuracy moves by less than half a point.
 
 The held-out side has *exact* class and group counts (ids are assigned to the split first,
 then groups are dealt out per side), so the expected metrics carry no sampling noise.
@@ -50,7 +51,7 @@ RARE_COLLAPSE_MIX = {
     "ambiguous_safety": 0.0075, "ambiguous_faq": 0.006,
 }
 """Shares per group: safety_escalation is 5 % of traffic, 15 % of it in the ambiguous group,
-whose faq requests are slightly more numerous (0.9 % against 0.75 %)."""
+which also holds 0.6 % of traffic in faq requests."""
 
 
 def _probs(rng: random.Random, main: dict[str, float]) -> dict[str, float]:
