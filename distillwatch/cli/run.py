@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -27,6 +28,12 @@ def run(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     monitor = Monitor(settings)
+    # The evaluator keeps ~10^5 long-lived objects (recent evaluations, join state) and
+    # allocates short-lived ones per record; with the default thresholds the cyclic collector
+    # rescans them so often that it took ~25 % of the evaluator's time (it finds almost no
+    # cycles). Start-up objects are frozen out of its scans; young objects collected rarer.
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
