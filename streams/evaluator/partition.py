@@ -18,6 +18,7 @@ counted in ``late_labels`` and do not change any window.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,8 +98,12 @@ class PartitionState:
         self._advances = 0
         self.windows = {size: TumblingWindows(size, grace_s, layout) for size in window_sizes}
         self.pending: dict[str, Pending] = {}
-        self.handles: dict[str, Handle] = {}
-        self.seen: dict[str, float] = {}
+        # OrderedDicts, evicted oldest first: a plain dict keeps deleted slots at its front
+        # until it resizes, so finding its first key after many deletions scanned them all
+        # (6-13 µs per eviction at 20-40k entries; the evaluator slowed 3x once handles were
+        # capped, from ~120k pairs on).
+        self.handles: OrderedDict[str, Handle] = OrderedDict()
+        self.seen: OrderedDict[str, float] = OrderedDict()
         """request_id → event time, for de-duplication within the horizon."""
         self.retained: dict[int, dict[int, dict[str, WindowState]]] = {s: {} for s in window_sizes}
         """Closed windows still open to label changes: size → start → slice states."""

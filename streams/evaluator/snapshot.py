@@ -9,6 +9,7 @@ with zlib (before) still load.
 from __future__ import annotations
 
 import zlib
+from collections import OrderedDict
 from typing import Any
 
 import cramjam
@@ -107,12 +108,12 @@ def load(blob: bytes, state: PartitionState) -> dict[str, int]:
     layout = state.layout
     state.pending = {rid: Pending(p.request, p.teacher, p.student, p.teacher_replica, list(p.labels), p.due, p.offset)
                      for rid, p in snap.pending.items()}
-    state.handles = {}
+    state.handles = OrderedDict()  # evicted oldest first (see PartitionState)
     for rid, raw in snap.handles.items():
         h = _handle_decoder.decode(raw)
         ev = from_record(h.record)
         state.handles[rid] = Handle(ev, list(h.labels), h.revision, dict(h.meta), bytes(raw))
-    state.seen = dict(snap.seen)
+    state.seen = OrderedDict(snap.seen)
     for w in snap.windows:
         windows = state.windows.get(w.size)
         if windows is None:
