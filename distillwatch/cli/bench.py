@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +35,40 @@ def bench(
     except ImportError as exc:  # bench/ ships with the repository, not with an installed package
         fail(f"the benchmark scripts (bench/) are not importable: {exc}; run from a clone with PYTHONPATH set")
     progress = (lambda msg: console_err.print(msg, markup=False, highlight=False))
+    broker = _local_broker(settings, progress)
     try:
         result = run_all(pairs, settings, cache, peer_pairs=peer_pairs, peer=not no_peer,
                          forensics_rows=forensics_rows, forensics=not no_forensics,
                          latency_pairs=latency_pairs, keep=keep, progress=progress)
     except (RuntimeError, TimeoutError, OSError) as exc:
         fail(f"benchmark failed: {' '.join(str(exc).split())[:500]}")
+    finally:
+        if broker is not None:
+            progress("stopping the Kafka broker the benchmark started")
+            broker.stop()
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
     _print(result)
+
+
+def _local_broker(settings: Any, progress: Callable[[str], None]) -> Any:
+    """Start the local broker when the configured one is the local address and nothing
+    serves there (a fresh clone); return it so it is stopped afterwards, else None."""
+    from streams.local_kafka import KafkaSetupError, LocalKafka, produce_consume_ok
+
+    local = settings.local_kafka
+    if settings.kafka.bootstrap_servers != f"{local.host}:{local.port}":
+        return None  # a broker the user runs: never start one in its place
+    if produce_consume_ok(settings.kafka.bootstrap_servers, timeout_s=5):
+        return None
+    progress("no Kafka broker at the local address: starting one (first run downloads the jars)")
+    broker = LocalKafka(local, settings.data_path)
+    try:
+        broker.start(log=progress, reuse_existing=True)
+    except KafkaSetupError as exc:
+        fail(f"could not start the local Kafka broker: {exc}")
+    return broker
 
 
 def _print(r: dict[str, Any]) -> None:
