@@ -109,6 +109,10 @@ class PartitionState:
         """Closed windows still open to label changes: size → start → slice states."""
         self.revised: set[tuple[int, int]] = set()
         """Retained windows changed since last taken (size, start)."""
+        self.retained_changed: set[tuple[int, int]] = set()
+        """Retained windows changed since the last snapshot (size, start)."""
+        self.snapshot_cache: Any = None
+        """Encoded pieces the last snapshot can lend the next (streams.evaluator.snapshot)."""
         self.counters: dict[str, int] = {
             "requests": 0, "duplicates": 0, "late_events": 0, "late_labels": 0,
             "late_responses": 0, "orphans_dropped": 0,
@@ -285,6 +289,7 @@ class PartitionState:
             for key in dict.fromkeys(slices):
                 states.setdefault(key, WindowState.empty(self.layout)).add(contrib)
             self.revised.add((size, start))
+            self.retained_changed.add((size, start))
         handle.evaluation = new
         handle.revision += 1
         handle.packed = None

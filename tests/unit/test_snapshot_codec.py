@@ -74,3 +74,59 @@ def test_snapshot_restores_the_state_and_old_zlib_snapshots_still_load() -> None
         assert fresh.seen == state.seen
         for size, windows in state.windows.items():
             assert fresh.windows[size].open == windows.open
+
+
+def _same_state(a: PartitionState, b: PartitionState) -> None:
+    assert list(a.handles) == list(b.handles)  # eviction order survives
+    for rid, h in a.handles.items():
+        other = b.handles[rid]
+        assert to_record(other.evaluation) == to_record(h.evaluation)
+        assert (other.revision, other.labels, other.meta) == (h.revision, h.labels, h.meta)
+    assert list(a.seen.items()) == list(b.seen.items())
+    for size, windows in a.windows.items():
+        assert b.windows[size].open == windows.open
+        assert b.retained[size] == a.retained[size]
+
+
+def test_snapshots_that_reuse_unchanged_pieces_restore_the_state_at_each_checkpoint() -> None:
+    """Checkpoints between which handles are added, labelled and evicted, and retained windows
+    revised: each restores what a snapshot encoded from scratch restores."""
+    state = PartitionState(CONFIG, LAYOUT, [60, 3600], 120.0, 1800.0, max_handles=600)
+    catalog = Catalog()
+    rows = RowBuilder(CONFIG, b"k" * 32, SamplingPolicy())
+    world = World(TrafficConfig(pairs=1200, rate_per_s=2, label_share=0.3), seed=5)
+    out: list[Evaluated] = []
+    checkpoints = evicted = relabelled = revised_retained = 0
+    held: list[bytes] = []  # labels applied ~230 s later, when their 60 s window is closed
+    for i, line in enumerate(world.lines()):
+        if len(held) > 150:
+            state.on_label(parse_message("label", held.pop(0)), out)
+            relabelled += len(out)
+        if "catalog" in line:
+            catalog.apply(parse_message("catalog", orjson.dumps(line["catalog"])))
+        elif "label" in line:
+            held.append(orjson.dumps(line["label"]))
+        else:
+            state.on_request(parse_message("request", orjson.dumps(line["request"])), catalog, out)
+            for role in ("teacher", "student"):
+                state.on_response(parse_message("response", orjson.dumps(line[role])), catalog, out)
+            before = len(state.handles)
+            state.advance(catalog, out)
+            evicted += before > len(state.handles)
+        for item in out:
+            rows.rows(item, 0)
+            snapshot.pack_handle(item.handle)
+        out.clear()
+        if i % 97 == 96:
+            revised_retained += bool(state.retained_changed)
+            reused = snapshot.load(snapshot.dump(state, {"t": i}), fresh := PartitionState(
+                CONFIG, LAYOUT, [60, 3600], 120.0, 1800.0, max_handles=600))
+            assert reused == {"t": i}
+            _same_state(state, fresh)
+            cache, state.snapshot_cache = state.snapshot_cache, None
+            scratch = PartitionState(CONFIG, LAYOUT, [60, 3600], 120.0, 1800.0, max_handles=600)
+            snapshot.load(snapshot.dump(state, {"t": i}), scratch)
+            _same_state(scratch, fresh)
+            state.snapshot_cache = cache
+            checkpoints += 1
+    assert checkpoints >= 10 and evicted > 100 and relabelled > 30 and revised_retained >= 3
