@@ -23,7 +23,7 @@ from typing import Any
 import cramjam
 import msgspec
 
-from evaluators.evaluation_codec import from_record, to_record
+from evaluators.evaluation_codec import to_record
 from evaluators.window_state import WindowState
 from schemas.fastpath import Label, ModelResponse, ShadowRequest
 from streams.evaluator.partition import Handle, PartitionState, Pending
@@ -106,6 +106,7 @@ def pack_handle(h: Handle) -> None:
         record = cached[1] if cached is not None and cached[0] is h.evaluation else to_record(h.evaluation)
         h.packed = msgspec.msgpack.encode(HandleSnap(record, h.labels, h.revision, h.meta))
     h.record = None
+    h.release()
 
 
 def _packed(h: Handle) -> msgspec.Raw:
@@ -205,9 +206,9 @@ def load(blob: bytes, state: PartitionState) -> dict[str, int]:
     chunks = [_chunk_decoder.decode(bytes(cramjam.zstd.decompress(c))) for c in snap.handle_chunks]
     for handles in [snap.handles, *chunks]:
         for rid, raw in handles.items():
-            h = _handle_decoder.decode(raw)
-            ev = from_record(h.record)
-            state.handles[rid] = Handle(ev, list(h.labels), h.revision, dict(h.meta), bytes(raw))
+            h = _handle_decoder.decode(raw)  # the evaluation is decoded when a label needs it
+            state.handles[rid] = Handle(None, list(h.labels), h.revision, dict(h.meta), bytes(raw),
+                                        ts=float(h.record["ts"]))
     state.seen = OrderedDict(snap.seen)
     for w in snap.windows:
         windows = state.windows.get(w.size)
