@@ -1,6 +1,6 @@
 """End to end on this machine: replay → Kafka → ``distillwatch run`` → ClickHouse, measured.
 
-One monitor process (evaluator, sink, embedded ClickHouse, HTTP API), the broker on the same
+One monitor (the evaluator in its own process; sink, embedded ClickHouse, HTTP API in the other), the broker on the same
 cores, fresh topics (a unique prefix) and a fresh data directory. Two phases:
 
 1. throughput: every pair of the log is published as fast as the replayer goes while the
@@ -122,12 +122,32 @@ class Monitor:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return list(json.loads(resp.read())["rows"])
 
-    def rss_mb(self) -> tuple[float, float]:
-        """(current, peak) resident set of the monitor process, MB."""
+    def evaluator_pid(self) -> int:
+        """The evaluator's process: the monitor's child (``evaluator.own_process``), else the
+        monitor itself."""
+        assert self.proc is not None
+        children: list[str] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):  # any thread may have started it
+            try:
+                children += (task / "children").read_text().split()
+            except OSError:
+                continue
+        return int(children[0]) if children else self.proc.pid
+
+    def rss_mb(self, pid: int | None = None) -> tuple[float, float]:
+        """(current, peak) resident set of the monitor process (or ``pid``), MB."""
         assert self.proc is not None
         fields = dict(line.split(":", 1) for line in
-                      Path(f"/proc/{self.proc.pid}/status").read_text().splitlines() if ":" in line)
+                      Path(f"/proc/{pid or self.proc.pid}/status").read_text().splitlines() if ":" in line)
         return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def peaks_mb(self) -> dict[str, int]:
+        """Peak resident sets: the evaluator's process and the monitor's (sink, ClickHouse, API)."""
+        evaluator = self.evaluator_pid()
+        out = {"evaluator_peak_rss_mb": round(self.rss_mb(evaluator)[1])}
+        if evaluator != self.proc.pid:  # type: ignore[union-attr]
+            out["monitor_peak_rss_mb"] = round(self.rss_mb()[1])
+        return out
 
 
 class Published:
@@ -224,8 +244,10 @@ def run_throughput(monitor: Monitor, settings: Any, log: Path, pairs: int, recor
         except OSError:
             stored = curve[-1]["stored_rows"] if curve else 0
         rss, _ = monitor.rss_mb()
+        evaluator_rss, _ = monitor.rss_mb(monitor.evaluator_pid())
         curve.append({"t_s": round(time.time() - began, 1), "published_pairs": source.pairs,
-                      "consumed_records": consumed, "stored_rows": stored, "rss_mb": round(rss)})
+                      "consumed_records": consumed, "stored_rows": stored,
+                      "evaluator_rss_mb": round(evaluator_rss), "monitor_rss_mb": round(rss)})
 
     source.publish(monitor, settings, rate=None)
     while not source.done.wait(1.0):
@@ -236,12 +258,12 @@ def run_throughput(monitor: Monitor, settings: Any, log: Path, pairs: int, recor
     finished = wait_stored(monitor, pairs, records, timeout_s, sample)
     sample()
     elapsed = finished - began
-    _, peak = monitor.rss_mb()
+    peaks = monitor.peaks_mb()
     lag = monitor.metric("distillwatch_consumer_lag", total=True)
     return {
         "pairs": pairs, "records": records, "replay_s": round(replay_s, 1), "elapsed_s": round(elapsed, 1),
         "pairs_per_s": round(pairs / elapsed), "latency_backlog": percentiles(latencies(monitor, source.sent_at, list(source.sent_at))),
-        "evaluator_peak_rss_mb": round(peak), "lag_at_end_records": lag, "lag_curve": curve,
+        **peaks, "lag_at_end_records": lag, "lag_curve": curve,
     }
 
 

@@ -124,9 +124,9 @@ def run_all(pairs: int, settings: Any, cache: Path, *, peer_pairs: int = 100_000
         _, lat_records = count_records(lat_log)
         latency = e2e.run_latency(monitor, settings, lat_log, lat_pairs, rate, timeout_s=600,
                                   stored_before=n_pairs)
-        _, peak = monitor.rss_mb()
+        peaks = monitor.peaks_mb()
         monitor.stop()
-        throughput["evaluator_peak_rss_mb"] = round(peak)
+        throughput.update(peaks)
         out["end_to_end"] = throughput | {"latency": latency}
         progress("ceiling: a plain Kafka consumer over the same topics")
         consumer = e2e.plain_consumer(bootstrap, monitor.prefix, records + lat_records)

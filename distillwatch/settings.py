@@ -127,6 +127,9 @@ class EvaluatorSettings(_Section):
                              description="recent requests kept open to labels, per partition")
     batch_size: int = Field(default=5000, ge=1)
     sink: bool = Field(default=True, description="run the ClickHouse sink in this process")
+    own_process: bool = Field(
+        default=True, description="with the sink in this process, run the evaluator in a child "
+        "process of its own (its own interpreter lock and memory; it dies with the monitor)")
 
 
 class PrivacySettings(_Section):

@@ -1,12 +1,15 @@
-"""The always-on monitor: evaluator, ClickHouse sink and HTTP API in one process.
+"""The always-on monitor: evaluator, ClickHouse sink, alerting and HTTP API.
 
 With the embedded ClickHouse (one process may own it) this is the only writer; with a
-ClickHouse server, more evaluator instances can run with ``evaluator.sink = false``.
+ClickHouse server, more evaluator instances can run with ``evaluator.sink = false``. With
+the sink here, the evaluator runs in a child process of its own (``evaluator.own_process``,
+see streams.evaluator.process); without it, in a thread.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -19,8 +22,9 @@ from evaluators.privacy import Redactor
 from evaluators.window_state import Layout
 from streams.alerting.service import AlertingService, load_rules
 from streams.clickhouse import Store, open_store
-from streams.evaluator.engine import EngineOptions, EvaluatorEngine
+from streams.evaluator.engine import EngineOptions, EvaluatorEngine, run_restarting
 from streams.evaluator.outputs import RowBuilder, SamplingPolicy
+from streams.evaluator.process import EngineProcess, EngineSpec
 from streams.http_api import MonitorCollector, make_handler, serve
 from streams.migrations import migrate
 from streams.sink import Sink
@@ -40,17 +44,23 @@ class Monitor:
                           SamplingPolicy(privacy.payload_share, privacy.forensic_rate,
                                          privacy.example_share),
                           Redactor(privacy.order_id_pattern))
-        self._new_engine = lambda: EvaluatorEngine(self.kafka_conf, settings.topic, config, rows, EngineOptions(
+        options = EngineOptions(
             group_id=ev.group_id, instance_id=ev.instance_id,
             window_sizes=list(settings.evaluation.windows_s), grace_s=settings.evaluation.grace_s,
             handle_horizon_s=ev.handle_horizon_s, max_handles=ev.max_handles,
             checkpoint_s=ev.checkpoint_s,
             idle_flush_s=ev.idle_flush_s, batch_size=ev.batch_size,
-        ))
-        self.engine = self._new_engine()
-        self.engine_restarts = 0
-        self.engine_problem: str | None = None
-        """Why the evaluator is waiting to start again (Kafka unreachable), None while it runs."""
+        )
+        self._new_engine = lambda: EvaluatorEngine(self.kafka_conf, settings.topic, config, rows, options)
+        self.engine: EvaluatorEngine | EngineProcess
+        if ev.sink and ev.own_process:
+            self.engine = EngineProcess(EngineSpec(
+                self.kafka_conf, settings.topic_prefix, config, rows, options,
+                logging.getLogger().getEffectiveLevel(), os.getpid()))
+        else:
+            self.engine = self._new_engine()
+        self._engine_restarts = 0
+        self._engine_problem: str | None = None
         self._stopping = threading.Event()
         self.layout = Layout(config)
         self.rules = load_rules(settings) if settings.alerting.enabled else None  # bad rules fail here
@@ -86,29 +96,28 @@ class Monitor:
         self.http = serve(self.settings.http.host, self.settings.http.port, handler)
 
     def _run_engine(self) -> None:
-        """Run the evaluator; when Kafka fails it (a broker outage outlasting a transaction),
-        start a fresh one from the last checkpoint, as a restarted process would."""
-        from confluent_kafka import KafkaException
-
-        delay = 1.0
-        while True:
-            try:
+        """Run the evaluator (restarting it from its checkpoint when Kafka fails it: in the
+        child process when it has one); any other error stops the monitor."""
+        try:
+            if isinstance(self.engine, EngineProcess):
                 self.engine.run()
-                return
-            except (KafkaException, TimeoutError) as exc:
-                if self._stopping.is_set():
-                    return
-                self.engine_problem = f"Kafka failed the evaluator ({exc}); restarting it from its checkpoint"
-                delay = 1.0 if self.engine.stats.checkpoints else min(delay * 2, 30.0)  # backoff while it fails at once
-                log.warning("%s in %.0f s", self.engine_problem, delay)
-                if self._stopping.wait(delay):
-                    return
-                self.engine, self.engine_restarts = self._new_engine(), self.engine_restarts + 1
-                self.engine_problem = None
-            except BaseException as exc:
-                self.error = exc
-                log.exception("evaluator stopped")
-                return
+            else:
+                run_restarting(self._new_engine, self.engine, self._stopping, self._engine_changed)
+        except BaseException as exc:
+            self.error = exc
+            log.exception("evaluator stopped")
+
+    def _engine_changed(self, problem: str | None, engine: EvaluatorEngine, restarts: int) -> None:
+        self._engine_problem, self.engine, self._engine_restarts = problem, engine, restarts
+
+    @property
+    def engine_problem(self) -> str | None:
+        """Why the evaluator is waiting to start again (Kafka unreachable), None while it runs."""
+        return self.engine.problem if isinstance(self.engine, EngineProcess) else self._engine_problem
+
+    @property
+    def engine_restarts(self) -> int:
+        return self.engine.restarts if isinstance(self.engine, EngineProcess) else self._engine_restarts
 
     def health(self) -> tuple[bool, str]:
         self.failed()  # notices an evaluator thread that died silently

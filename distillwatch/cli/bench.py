@@ -78,7 +78,8 @@ def _print(r: dict[str, Any]) -> None:
         f"machine: {m['cpus']} cores, {m['memory_mb']} MB, load {m['load_average_1m']} → {m['load_average_1m_end']}",
         f"end to end: {e['pairs']:,} pairs in {e['elapsed_s']} s = {e['pairs_per_s']:,} pairs/s "
         f"(replay {e['replay_s']} s); lag at end {e['lag_at_end_records']}; evaluator peak RSS "
-        f"{e['evaluator_peak_rss_mb']} MB",
+        f"{e['evaluator_peak_rss_mb']} MB"
+        + (f" (monitor: sink, ClickHouse, API {e['monitor_peak_rss_mb']} MB)" if "monitor_peak_rss_mb" in e else ""),
         f"latency, paced at {e['latency']['rate_pairs_per_s']} pairs/s: p50 {e['latency']['p50_s']} s, "
         f"p95 {e['latency']['p95_s']} s (full-speed backlog: p50 {e['latency_backlog']['p50_s']} s)",
         f"ceilings: plain consumer {c['plain_consumer']['pairs_per_s']:,} pairs/s, offline evaluate "

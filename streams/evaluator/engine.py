@@ -14,6 +14,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -361,3 +362,32 @@ class EvaluatorEngine:
                 totals[k] = totals.get(k, 0) + v
         self.stats.counters = totals
 
+
+
+def run_restarting(new_engine: Callable[[], EvaluatorEngine], engine: EvaluatorEngine,
+                   stopping: threading.Event,
+                   on_change: Callable[[str | None, EvaluatorEngine, int], None]) -> None:
+    """Run ``engine``; when Kafka fails it (a broker outage outlasting a transaction), start a
+    fresh one from the last checkpoint, as a restarted process would. ``on_change`` hears of
+    each problem and each new engine (problem None); other errors propagate."""
+    from confluent_kafka import KafkaException
+
+    delay = 1.0
+    restarts = 0
+    while True:
+        try:
+            engine.run()
+            return
+        except (KafkaException, TimeoutError) as exc:
+            if stopping.is_set():
+                return
+            problem = f"Kafka failed the evaluator ({exc}); restarting it from its checkpoint"
+            delay = 1.0 if engine.stats.checkpoints else min(delay * 2, 30.0)  # backoff while it fails at once
+            log.warning("%s in %.0f s", problem, delay)
+            on_change(problem, engine, restarts)
+            if stopping.wait(delay):
+                return
+            engine, restarts = new_engine(), restarts + 1
+            on_change(None, engine, restarts)
+            if stopping.is_set():  # a stop that reached the engine just replaced
+                return
