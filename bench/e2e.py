@@ -12,7 +12,11 @@ cores, fresh topics (a unique prefix) and a fresh data directory. Two phases:
    p50/p95. Rows reach the sink only when the evaluator commits (``evaluator.checkpoint_s``),
    which bounds how low this can go.
 
-After both, a plain confluent-kafka consumer reads the same input topics doing nothing: the
+3. backlog: the monitor stopped, a third set of pairs is published, then the monitor starts
+   and works the backlog off: pairs / (first record → last row stored). The replayer, a load
+   generator that in production runs on other machines, no longer shares the two cores.
+
+After these, a plain confluent-kafka consumer reads the same input topics doing nothing: the
 ceiling any consumer of those topics has on this machine.
 """
 
@@ -283,6 +287,46 @@ def run_latency(monitor: Monitor, settings: Any, log: Path, pairs: int, rate: fl
     values = latencies(monitor, source.sent_at, list(source.sent_at))
     return {"pairs": pairs, "rate_pairs_per_s": round(rate, 1), "duration_s": round(time.time() - began, 1),
             **percentiles(values)}
+
+
+def run_backlog(monitor: Monitor, settings: Any, log: Path, pairs: int, records: int, stored_before: int,
+                timeout_s: float) -> dict[str, Any]:
+    """With the monitor stopped, publish every pair; then start it and time the drain, from its
+    first record to the last row stored. The replayer (a load generator, on other machines in
+    production) then takes none of the two cores the broker and the monitor share."""
+    source = Published(log, rename=b'"bkl-')
+    published = time.time()
+    source.publish(monitor, settings, rate=None).join()
+    if source.errors:
+        raise RuntimeError(f"replay failed: {source.errors[:3]}")
+    replay_s = time.time() - published
+    started = time.time()
+    monitor.start()
+    while (monitor.metric("distillwatch_records_total") or 0) == 0:
+        if time.time() - started > 120:
+            raise TimeoutError(f"the monitor read nothing in 120 s: {monitor.log_tail()}")
+        time.sleep(0.05)
+    began = time.time()
+    curve: list[dict[str, float]] = []
+
+    def sample() -> None:
+        if curve and time.time() - began - curve[-1]["t_s"] < 0.9:
+            return
+        rss, _ = monitor.rss_mb(monitor.evaluator_pid())
+        curve.append({"t_s": round(time.time() - began, 1),
+                      "consumed_records": monitor.metric("distillwatch_records_total") or 0,
+                      "lag_records": monitor.metric("distillwatch_consumer_lag", total=True) or 0,
+                      "evaluator_rss_mb": round(rss)})
+
+    finished = wait_stored(monitor, stored_before + pairs, records, timeout_s, sample)
+    sample()
+    elapsed = finished - began
+    return {
+        "pairs": pairs, "records": records, "replay_s": round(replay_s, 1),
+        "start_to_first_record_s": round(began - started, 1), "elapsed_s": round(elapsed, 1),
+        "pairs_per_s": round(pairs / elapsed), **monitor.peaks_mb(),
+        "lag_at_end_records": monitor.metric("distillwatch_consumer_lag", total=True), "lag_curve": curve,
+    }
 
 
 def plain_consumer(bootstrap: str, prefix: str, records: int, timeout_s: float = 600) -> dict[str, Any]:

@@ -99,6 +99,12 @@ def latency_log(cache: Path, pairs: int, after_pairs: int) -> Path:
     return make_log(cache / f"latency-{pairs}-after-{after_pairs}.jsonl", pairs, seed=2, start=start)
 
 
+def backlog_log(cache: Path, pairs: int, after_pairs: int) -> Path:
+    """Fresh pairs for the backlog phase, in event time after the latency phase's."""
+    start = TrafficConfig().start + timedelta(seconds=after_pairs / 500.0 + 1200)
+    return make_log(cache / f"backlog-{pairs}-after-{after_pairs}.jsonl", pairs, seed=3, start=start)
+
+
 def run_all(pairs: int, settings: Any, cache: Path, *, peer_pairs: int = 100_000, peer: bool = True,
             forensics_rows: int = 10_000_000, forensics: bool = True, latency_pairs: int | None = None,
             keep: bool = False, progress: Callable[[str], None] = print) -> dict[str, Any]:
@@ -127,9 +133,16 @@ def run_all(pairs: int, settings: Any, cache: Path, *, peer_pairs: int = 100_000
         peaks = monitor.peaks_mb()
         monitor.stop()
         throughput.update(peaks)
-        out["end_to_end"] = throughput | {"latency": latency}
+        progress(f"backlog: {n_pairs:,} fresh pairs published with the monitor stopped, then worked off")
+        bkl_log = backlog_log(cache, n_pairs, n_pairs + lat_pairs)
+        _, bkl_records = count_records(bkl_log)
+        backlog = e2e.run_backlog(monitor, settings, bkl_log, n_pairs, bkl_records,
+                                  stored_before=n_pairs + lat_pairs, timeout_s=max(600, n_pairs / 200))
+        monitor.stop()
+        progress(f"  {backlog['pairs_per_s']:,} pairs/s, evaluator peak RSS {backlog['evaluator_peak_rss_mb']} MB")
+        out["end_to_end"] = throughput | {"latency": latency, "backlog": backlog}
         progress("ceiling: a plain Kafka consumer over the same topics")
-        consumer = e2e.plain_consumer(bootstrap, monitor.prefix, records + lat_records)
+        consumer = e2e.plain_consumer(bootstrap, monitor.prefix, records + lat_records + bkl_records)
         consumer["pairs_per_s"] = round(consumer["records_per_s"] * n_pairs / records)
     finally:
         monitor.stop()
@@ -177,19 +190,26 @@ def targets(out: dict[str, Any]) -> dict[str, Any]:
     e2e_out, offline = out["end_to_end"], out["ceilings"]["offline_evaluate"]
     peer_ratio = out["peer"].get("time_ratio_peer_over_distillwatch")
     forensic = out["forensics"].get("max_query_wall_median_s")
-    lag_end = e2e_out.get("lag_at_end_records")
+    backlog = e2e_out.get("backlog", {})
+    lags = [e2e_out.get("lag_at_end_records"), backlog.get("lag_at_end_records", 0)]
+    rss = max(e2e_out["evaluator_peak_rss_mb"], backlog.get("evaluator_peak_rss_mb", 0))
     return {
+        # judged with the replayer on the same two cores (the conservative figure) ...
         "end_to_end_pairs_per_s": {"target": TARGETS["end_to_end_pairs_per_s"], "value": e2e_out["pairs_per_s"],
                                    "met": e2e_out["pairs_per_s"] >= TARGETS["end_to_end_pairs_per_s"]},
-        "lag_back_to_zero": {"value": lag_end, "met": lag_end == 0},
+        # ... and working off a backlog published beforehand (the replayer's cores left alone)
+        "end_to_end_backlog_pairs_per_s": {
+            "target": TARGETS["end_to_end_pairs_per_s"], "value": backlog.get("pairs_per_s"),
+            "met": None if not backlog else backlog["pairs_per_s"] >= TARGETS["end_to_end_pairs_per_s"]},
+        "lag_back_to_zero": {"value": lags, "met": all(lag == 0 for lag in lags)},
         "offline_pairs_per_s": {"target": TARGETS["offline_pairs_per_s"], "value": offline["pairs_per_s"],
                                 "met": offline["pairs_per_s"] >= TARGETS["offline_pairs_per_s"]},
         "peer_ratio": {"target": TARGETS["peer_ratio"], "value": peer_ratio,
                        "met": None if peer_ratio is None else peer_ratio >= TARGETS["peer_ratio"]},
         "forensic_query_s": {"target": TARGETS["forensic_query_s"], "value": forensic,
                              "met": None if forensic is None else forensic <= TARGETS["forensic_query_s"]},
-        "evaluator_rss_mb": {"target": TARGETS["evaluator_rss_mb"], "value": e2e_out["evaluator_peak_rss_mb"],
-                             "met": e2e_out["evaluator_peak_rss_mb"] <= TARGETS["evaluator_rss_mb"]},
+        "evaluator_rss_mb": {"target": TARGETS["evaluator_rss_mb"], "value": rss,
+                             "met": rss <= TARGETS["evaluator_rss_mb"]},
     }
 
 

@@ -80,6 +80,9 @@ def _print(r: dict[str, Any]) -> None:
         f"(replay {e['replay_s']} s); lag at end {e['lag_at_end_records']}; evaluator peak RSS "
         f"{e['evaluator_peak_rss_mb']} MB"
         + (f" (monitor: sink, ClickHouse, API {e['monitor_peak_rss_mb']} MB)" if "monitor_peak_rss_mb" in e else ""),
+        f"backlog (published first, then worked off): {e['backlog']['pairs']:,} pairs in "
+        f"{e['backlog']['elapsed_s']} s = {e['backlog']['pairs_per_s']:,} pairs/s; evaluator peak RSS "
+        f"{e['backlog']['evaluator_peak_rss_mb']} MB",
         f"latency, paced at {e['latency']['rate_pairs_per_s']} pairs/s: p50 {e['latency']['p50_s']} s, "
         f"p95 {e['latency']['p95_s']} s (full-speed backlog: p50 {e['latency_backlog']['p50_s']} s)",
         f"ceilings: plain consumer {c['plain_consumer']['pairs_per_s']:,} pairs/s, offline evaluate "
