@@ -161,7 +161,10 @@ async def _inspect(ws_url: str, url: str, probe: str, clip_selector: str | None,
 def inspect_page(binary: str, url: str, probe: str, clip_selector: str | None = None,
                  width: int = 1280) -> PageReport:
     """Load ``url`` in a fresh headless Chromium profile and report what happened."""
-    with tempfile.TemporaryDirectory(prefix="dw-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile just after the browser
+    # exits (CI once saw "Directory not empty: 'Default'"): remove it with retries, and never
+    # fail a page check over a temporary directory.
+    with tempfile.TemporaryDirectory(prefix="dw-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1", f"--user-data-dir={profile}",
@@ -179,6 +182,11 @@ def inspect_page(binary: str, url: str, probe: str, clip_selector: str | None = 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+            for _ in range(50):
+                shutil.rmtree(profile, ignore_errors=True)
+                if not os.path.exists(profile):
+                    break
+                time.sleep(0.1)
 
 
 def _devtools_url(proc: subprocess.Popen[str]) -> str:
