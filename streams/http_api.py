@@ -38,6 +38,9 @@ class MonitorCollector:
                                   value=s["dead_letters"])
         yield CounterMetricFamily("distillwatch_checkpoints", "Committed evaluator transactions",
                                   value=s["checkpoints"])
+        yield CounterMetricFamily("distillwatch_producer_waits",
+                                  "Times the evaluator waited for the broker (its producer buffer full)",
+                                  value=s.get("producer_waits", 0))
         yield GaugeMetricFamily("distillwatch_open_windows", "Open windows", value=s["open_windows"])
         yield GaugeMetricFamily("distillwatch_assigned_partitions", "Input partitions this instance owns",
                                 value=s["partitions"])

@@ -148,6 +148,7 @@ class Monitor:
         return {
             "records": stats.records, "dead_letters": stats.dead_letters,
             "checkpoints": stats.checkpoints, "open_windows": stats.open_windows,
+            "producer_waits": stats.producer_waits,
             "idle": int(stats.idle), "partitions": len(stats.partitions),
             "events_per_second": rate, "lag": dict(stats.lag), "counters": dict(stats.counters),
             "sink_batch_latency_s": self.sink.stats.batch_latency_s if self.sink else 0.0,
