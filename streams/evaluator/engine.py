@@ -175,6 +175,10 @@ class EvaluatorEngine:
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
             "partition.assignment.strategy": "range", "session.timeout.ms": 10000,
             "heartbeat.interval.ms": 1000, "max.poll.interval.ms": 300000,
+            # Prefetch a few batches, not the backlog: librdkafka's defaults (100,000 messages
+            # per partition, 64 MB) let a backlog run fill the evaluator's memory with input
+            # it would not read for minutes.
+            "queued.min.messages": 5000, "queued.max.messages.kbytes": 16384,
         })
         consumer.subscribe([self.topic(name) for name in INPUT_KINDS],
                            on_assign=self._on_assign, on_revoke=self._on_revoke)
