@@ -1,7 +1,8 @@
 """End to end on this machine: replay → Kafka → ``distillwatch run`` → ClickHouse, measured.
 
-One monitor (the evaluator in its own process; sink, embedded ClickHouse, HTTP API in the other), the broker on the same
-cores, fresh topics (a unique prefix) and a fresh data directory. Two phases:
+One monitor (the evaluator in its own process; sink, embedded ClickHouse and HTTP API in the
+other), the broker on the same cores, fresh topics (a unique prefix) and a fresh data
+directory. Three phases:
 
 1. throughput: every pair of the log is published as fast as the replayer goes while the
    monitor runs; sustained pairs/s is pairs / (first publish → last row queryable and the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import threading
@@ -10,6 +9,7 @@ import threading
 import typer
 
 from distillwatch.cli.context import console_err, fail, settings_of
+from streams.evaluator.engine import quiet_collector
 from streams.monitor import Monitor
 
 
@@ -28,12 +28,7 @@ def run(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     monitor = Monitor(settings)
-    # The evaluator keeps ~10^5 long-lived objects (recent evaluations, join state) and
-    # allocates short-lived ones per record; with the default thresholds the cyclic collector
-    # rescans them so often that it took ~25 % of the evaluator's time (it finds almost no
-    # cycles). Start-up objects are frozen out of its scans; young objects collected rarer.
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    quiet_collector()  # for the evaluator thread of `run --no-sink` (its own process does the same)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

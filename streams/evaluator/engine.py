@@ -10,6 +10,7 @@ position stay consistent, so nothing is lost or counted twice.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import threading
@@ -82,6 +83,18 @@ class EngineStats:
     """Partitions are assigned, no input came since the last idle flush, and it is committed."""
     producer_waits: int = 0
     """Times the evaluator waited for the broker because its producer buffer was full."""
+
+
+def quiet_collector() -> None:
+    """Tune the cyclic garbage collector for a process that runs an evaluator.
+
+    The evaluator keeps ~10^5 long-lived objects (recent evaluations, join state) and
+    allocates short-lived ones per record; with the default thresholds the collector rescans
+    them so often that it took ~25 % of the evaluator's time (it finds almost no cycles).
+    Objects alive now (start-up) are frozen out of its scans; young objects collected rarer.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 class EvaluatorEngine:

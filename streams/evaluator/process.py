@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from evaluators.config import EvalConfig
-from streams.evaluator.engine import EngineOptions, EngineStats, EvaluatorEngine, run_restarting
+from streams.evaluator.engine import (
+    EngineOptions, EngineStats, EvaluatorEngine, quiet_collector, run_restarting,
+)
 from streams.evaluator.outputs import RowBuilder
-
-log = logging.getLogger(__name__)
 
 STATS_EVERY_S = 0.2
 """How often the child reports its stats (the alerter's settle test reads them)."""
@@ -143,8 +143,6 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def main(stats_fd: int) -> None:
-    import gc
-
     from threadpoolctl import threadpool_limits
 
     spec: EngineSpec = pickle.loads(sys.stdin.buffer.read())
@@ -177,9 +175,7 @@ def main(stats_fd: int) -> None:
 
     threading.Thread(target=stop_watch, name="stop-watch", daemon=True).start()
     threading.Thread(target=reporter, name="stats", daemon=True).start()
-    # As in `distillwatch run`: start-up objects frozen out of the collector's scans (see there).
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    quiet_collector()
     try:
         run_restarting(lambda: new_engine(spec), state["engine"], stopping, on_problem)
     finally:
