@@ -29,7 +29,7 @@ from bench.forensics_data import World, fill
 from schemas.errors import DistillwatchError
 from streams import forensics
 from streams.clickhouse import Store, open_store
-from streams.migrations import migrate
+from streams.migrations import available, migrate
 from streams.report.queries import collect
 from streams.sql import check_read_only, read_settings
 
@@ -44,7 +44,7 @@ class _Result:
 def prepare(path: Path, rows: int, span_h: int) -> Store:
     """Open the cached store as inserted, generating it when missing, merged or of another size."""
     marker = path / "bench.json"
-    want = {"rows": rows, "span_h": span_h, "merged": False}
+    want = {"rows": rows, "span_h": span_h, "merged": False, "schema": available()[-1].version}
     if not marker.exists() or json.loads(marker.read_text()) != want:
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
@@ -86,8 +86,8 @@ def main() -> None:
             if state == "merged":
                 began = time.perf_counter()
                 store.command("OPTIMIZE TABLE distillwatch.shadow_evaluations FINAL")
-                (path / "bench.json").write_text(json.dumps({"rows": args.rows, "span_h": args.span_hours,
-                                                              "merged": True}))
+                marker = json.loads((path / "bench.json").read_text())
+                (path / "bench.json").write_text(json.dumps(marker | {"merged": True}))
                 if not args.json:
                     print(f"OPTIMIZE FINAL took {time.perf_counter() - began:.1f} s", flush=True)
             summary["states"].append(run_state(store, state, args))

@@ -17,19 +17,24 @@ DERIVED = ("intent", "risk", "freshness", "multi_intent")
 TITLE_AGE_EDGES_DAYS = (7.0, 30.0, 180.0, 365.0)
 """Title-age bucket upper edges (inclusive); the configured new-title age is added."""
 
+_SLICE_PAIRS = "arrayMap(kv -> concat(kv.1, '=', kv.2), JSONExtractKeysAndValues(slice_json, 'String'))"
+
 PLACEHOLDERS = {
     "table": "{db:Identifier}.shadow_evaluations",
     "payloads": "{db:Identifier}.shadow_payloads",
     "alerts": "{db:Identifier}.alerts",
     "period": "ts >= {since:DateTime64(3, 'UTC')} AND ts < {until:DateTime64(3, 'UTC')}",
-    "slices": """arrayConcat(['all'],
-        arrayMap((k, v) -> concat(k, '=', v), mapKeys(slice), mapValues(slice)),
+    "slice_pairs": _SLICE_PAIRS,
+    "slices": "arrayConcat(['all'], " + _SLICE_PAIRS + """,
         if(reference_intent = '', [],
            ['intent=' || reference_intent,
             if(has({high_risk:Array(String)}, reference_intent), 'risk=high', 'risk=normal')]),
         ['freshness=' || freshness, if(multi_intent = 1, 'multi_intent=true', 'multi_intent=false')])""",
 }
-"""Fixed text for ``$name`` in a saved query; ``$slices`` lists a request row's slices."""
+"""Fixed text for ``$name`` in a saved query. ``$slice_pairs`` lists the ``key=value`` slices of a
+row's attributes, read from ``slice_json`` (the slice map as dictionary-encoded JSON, migration
+0005: grouping by it is ~20× cheaper than hashing the map); ``$slices`` lists all of a row's
+slices."""
 
 
 @dataclass(frozen=True)
@@ -53,16 +58,16 @@ FROM (
     SELECT sl, sum(c) AS copied, sum(w) AS wrong, sum(te) AS teacher_errors, sum(wc) AS with_copies,
         groupArraySortedMerge(5)(recent) AS latest
     FROM (
-        SELECT attrs AS slice, reference_intent, freshness, multi_intent, c, w, te, wc, recent
+        SELECT slice_json, reference_intent, freshness, multi_intent, c, w, te, wc, recent
         FROM (
-            SELECT any(slice) AS attrs, reference_intent, freshness, multi_intent,
+            SELECT slice_json, reference_intent, freshness, multi_intent,
                 sum(copied_claims) AS c, sum(student_wrong_claims) AS w,
                 countIf(teacher_fact_error = 1) AS te, countIf(copied_claims > 0) AS wc,
                 groupArraySortedStateIf(5)((-toUnixTimestamp64Milli(ts), request_id), copied_claims > 0)
                     AS recent
             FROM $table FINAL
             WHERE $period AND (student_wrong_claims > 0 OR teacher_wrong_claims > 0) AND $slice_filter
-            GROUP BY cityHash64(slice.keys, slice.values), reference_intent, freshness, multi_intent
+            GROUP BY slice_json, reference_intent, freshness, multi_intent
         )
     )
     ARRAY JOIN $slices AS sl
@@ -193,7 +198,7 @@ FROM (
         quantilesDDMerge(0.01, 0.5, 0.95, 0.99)(s_lat) AS sq, quantilesDDMerge(0.01, 0.5, 0.95, 0.99)(t_lat) AS tq
     FROM (
         SELECT if(by_attrs,
-                  arrayConcat(['all'], arrayMap((k, v) -> concat(k, '=', v), mapKeys(attrs), mapValues(attrs)),
+                  arrayConcat(['all'], $slice_pairs,
                               ['freshness=' || freshness,
                                if(multi_intent = 1, 'multi_intent=true', 'multi_intent=false')]),
                   if(reference_intent = '', [],
@@ -201,20 +206,15 @@ FROM (
                       if(has({high_risk:Array(String)}, reference_intent), 'risk=high', 'risk=normal')]))
                    AS names, n, s_err, t_err, s_lat, t_lat
         FROM (
-            SELECT grouping(combo) = 0 AS by_attrs, any(slice) AS attrs, freshness, multi_intent,
+            SELECT grouping(slice_json) = 0 AS by_attrs, slice_json, freshness, multi_intent,
                 reference_intent, count() AS n,
                 countIf(student_present = 1 AND student_answered = 0) AS s_err,
                 countIf(teacher_present = 1 AND teacher_answered = 0) AS t_err,
                 quantilesDDState(0.01, 0.5, 0.95, 0.99)(student_latency_ms) AS s_lat,
                 quantilesDDState(0.01, 0.5, 0.95, 0.99)(teacher_latency_ms) AS t_lat
-            FROM (
-                SELECT cityHash64(slice.keys, slice.values) AS combo, slice, freshness, multi_intent,
-                    reference_intent, student_present, student_answered, teacher_present,
-                    teacher_answered, student_latency_ms, teacher_latency_ms
-                FROM $table FINAL
-                WHERE $period AND $slice_filter
-            )
-            GROUP BY GROUPING SETS ((combo, freshness, multi_intent), (reference_intent))
+            FROM $table FINAL
+            WHERE $period AND $slice_filter
+            GROUP BY GROUPING SETS ((slice_json, freshness, multi_intent), (reference_intent))
         )
     )
     ARRAY JOIN names AS sl
