@@ -2,8 +2,10 @@
 
     python -m bench.bench_evaluate --pairs 1000000 [--json]
 
-Generates (once, cached under --cache) a log of N request pairs, then evaluates it in this
-process on one core, reporting pairs/s including JSON decoding and validation, and peak RSS.
+Generates (once, cached under --cache) a log of N request pairs, then evaluates it as
+``distillwatch evaluate`` does (``--workers``: one process per core by default, 1 for one
+core), reporting pairs/s including JSON decoding and validation, and peak RSS of the main
+process and of the largest worker.
 Run it at two sizes to see that memory follows open windows × slices, not log length.
 """
 
@@ -23,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from evaluators.config import EvalConfig
 from evaluators.offline import LogSummary, collect_rarely, evaluate_log
+from evaluators.offline_parallel import default_workers
 from simulator.traffic import TrafficConfig, World
 
 
@@ -40,19 +43,23 @@ def make_log(path: Path, pairs: int, seed: int = 1, start: datetime | None = Non
     return path
 
 
-def run(log: Path, window_s: int) -> dict[str, float]:
+def run(log: Path, window_s: int, workers: int | None = None) -> dict[str, float]:
     summary = LogSummary()
-    threadpool_limits(1)  # "on one core": BLAS threads off, as the evaluate command does
+    workers = workers if workers is not None else default_workers(log)
+    threadpool_limits(1)  # BLAS threads off, as the evaluate command does
     started = time.perf_counter()
     cpu0 = time.process_time()
     with collect_rarely():  # as the evaluate command runs it
-        rows = sum(1 for _ in evaluate_log(lambda: open(log, "rb"), EvalConfig(), window_s, 120, summary))
+        rows = sum(1 for _ in evaluate_log(lambda: open(log, "rb"), EvalConfig(), window_s, 120, summary,
+                                           workers=workers))
     wall = time.perf_counter() - started
-    cpu = time.process_time() - cpu0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() - cpu0 + children.ru_utime + children.ru_stime
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "pairs": summary.requests, "rows": rows, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-        "pairs_per_s": round(summary.requests / wall), "peak_rss_mb": round(peak_mb),
+        "pairs": summary.requests, "rows": rows, "workers": workers, "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2), "pairs_per_s": round(summary.requests / wall), "peak_rss_mb": round(peak_mb),
+        "worker_peak_rss_mb": round(children.ru_maxrss / 1024) if workers > 1 else None,
     }
 
 
@@ -62,10 +69,11 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=60)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "distillwatch" / "bench")
     parser.add_argument("--log", type=Path, help="evaluate this log instead of a generated one")
+    parser.add_argument("--workers", type=int, help="processes [default: as evaluate, one per core]")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     log = args.log or make_log(args.cache / f"evaluate-{args.pairs}.jsonl", args.pairs)
-    result = run(log, args.window)
+    result = run(log, args.window, args.workers)
     if args.json:
         print(json.dumps(result))
     else:

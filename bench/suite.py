@@ -66,9 +66,11 @@ def _python_module(module: str, *args: str, timeout: float = 7200) -> dict[str, 
     return dict(json.loads("\n".join(lines[first:])))
 
 
-def offline_evaluate(log: Path) -> dict[str, Any]:
-    """bench/bench_evaluate.py on ``log`` in a fresh process (one core, as ``evaluate`` runs)."""
-    return _python_module("bench.bench_evaluate", "--log", str(log), "--json")
+def offline_evaluate(log: Path, workers: int | None = None) -> dict[str, Any]:
+    """bench/bench_evaluate.py on ``log`` in a fresh process (``workers`` as ``evaluate
+    --workers``; default as ``evaluate`` runs: one process per core)."""
+    extra = ("--workers", str(workers)) if workers is not None else ()
+    return _python_module("bench.bench_evaluate", "--log", str(log), "--json", *extra)
 
 
 def forensic_queries(rows: int, cache: Path) -> dict[str, Any]:
@@ -151,9 +153,12 @@ def run_all(pairs: int, settings: Any, cache: Path, *, peer_pairs: int = 100_000
             shutil.rmtree(work, ignore_errors=True)
     progress("ceiling: offline evaluate on the same log")
     offline = offline_evaluate(log)
+    one_core = offline_evaluate(log, workers=1)
+    progress(f"  {offline['pairs_per_s']:,} pairs/s with {offline['workers']} processes, "
+             f"{one_core['pairs_per_s']:,} with one")
     e2e_rate = out["end_to_end"]["pairs_per_s"]
     out["ceilings"] = {
-        "plain_consumer": consumer, "offline_evaluate": offline,
+        "plain_consumer": consumer, "offline_evaluate": offline, "offline_evaluate_one_process": one_core,
         "ratios": {"end_to_end_over_consumer": _sig(e2e_rate / consumer["pairs_per_s"]),
                    "end_to_end_over_offline": _sig(e2e_rate / offline["pairs_per_s"])},
     }
@@ -175,11 +180,15 @@ def run_peer(cache: Path, pairs: int, progress: Callable[[str], None]) -> dict[s
     progress(f"peer: Evidently's per-slice classification report vs evaluate on {pairs:,} pairs")
     log = make_log(cache / f"evaluate-{pairs}.jsonl", pairs)
     ours = offline_evaluate(log)
+    ours_one = offline_evaluate(log, workers=1)
     with tempfile.TemporaryDirectory(prefix="distillwatch-peer-") as tmp:
         theirs = evidently(log, Path(tmp), EvalConfig())
-    result: dict[str, Any] = {"pairs": pairs, "distillwatch_evaluate_s": ours["wall_s"], **theirs}
+    result: dict[str, Any] = {"pairs": pairs, "distillwatch_evaluate_s": ours["wall_s"],
+                              "distillwatch_workers": ours["workers"],
+                              "distillwatch_evaluate_one_process_s": ours_one["wall_s"], **theirs}
     if theirs.get("available"):
         result["time_ratio_peer_over_distillwatch"] = _sig(theirs["report_s"] / ours["wall_s"], 3)
+        result["time_ratio_peer_over_distillwatch_one_process"] = _sig(theirs["report_s"] / ours_one["wall_s"], 3)
     else:
         progress(f"  peer skipped: {theirs.get('reason')}")
     return result

@@ -10,11 +10,18 @@ stream judges it.
 
 Memory: open windows × slices, plus the catalog, the labels and the set of request ids seen
 (exact de-duplication needs the ids), never the requests themselves.
+
+Pass 2 can be split across processes by request id (:class:`Shard`, run by
+evaluators/offline_parallel.py): every shard reads and validates every line, applies every
+catalog record and tracks every id, but evaluates only its own requests; the others only move
+its watermark, so each shard closes the same windows at the same lines as one process would,
+and the shards' window states add up to one process's.
 """
 
 from __future__ import annotations
 
 import gc
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -123,12 +130,37 @@ def collect_labels(lines: Iterable[bytes], summary: LogSummary) -> LabelBook:
     return labels
 
 
+@dataclass(frozen=True)
+class Shard:
+    """The requests one of ``count`` processes evaluates: those whose id hashes to ``index``."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index} of {self.count}: expected 0 <= index < count")
+
+    def owns(self, request_id: str) -> bool:
+        # crc32, not hash(): the same in every process whatever PYTHONHASHSEED says
+        return zlib.crc32(request_id.encode()) % self.count == self.index
+
+
 def evaluated_requests(
     lines: Iterable[bytes], labels: LabelBook, config: EvalConfig, summary: LogSummary,
     catalog: Catalog | None = None,
 ) -> Iterator[RequestEvaluation]:
     """Pass 2: catalog records applied in log order; each valid, first-seen request
     evaluated once against the catalog as it stands at that line."""
+    return _first_requests(lines, labels, config, summary, catalog, None)  # type: ignore[return-value]
+
+
+def _first_requests(
+    lines: Iterable[bytes], labels: LabelBook, config: EvalConfig, summary: LogSummary,
+    catalog: Catalog | None, owns: Callable[[str], bool] | None,
+) -> Iterator[RequestEvaluation | float]:
+    """Pass 2 itself. With ``owns``, a valid first-seen request it does not own is not
+    evaluated: its event time (epoch seconds, a float) is yielded instead."""
     catalog = catalog if catalog is not None else Catalog()
     seen: set[str] = set()
     labels_of = labels.for_request
@@ -153,6 +185,9 @@ def evaluated_requests(
             continue
         seen.add(rid)
         summary.requests += 1
+        if owns is not None and not owns(rid):
+            yield request.ts.timestamp()
+            continue
         yield evaluate_request(request, line.teacher, line.student, catalog, config, labels_of(rid),
                                line.teacher_replica)
     summary.lines += line_no
@@ -165,24 +200,46 @@ def evaluate_log(
     window_s: int = 60,
     grace_s: float = 120.0,
     summary: LogSummary | None = None,
+    workers: int = 1,
 ) -> Iterator[MetricRow]:
-    """Metric rows of every closed window, in window order, for a replay log."""
+    """Metric rows of every closed window, in window order, for a replay log.
+
+    ``workers`` > 1 splits pass 2 across that many processes by request id (same rows; float
+    sums may differ in their last bits, being added in another order).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     summary = summary if summary is not None else LogSummary()
     layout = Layout(config)
-    slicer = Slicer(config)
     labels = collect_labels(source(), summary)
-    windows = TumblingWindows(window_s, grace_s, layout)
-    for ev in evaluated_requests(source(), labels, config, summary):
-        windows.add(ev.ts.timestamp(), slicer(ev), ev)
-        for closed in windows.pop_closed():
-            yield from _rows(closed, layout)
-    for closed in windows.pop_all():
-        yield from _rows(closed, layout)
+    if workers == 1:
+        windows = closed_windows(source, labels, config, window_s, grace_s, summary)
+    else:
+        from evaluators.offline_parallel import sharded_closed_windows
+
+        windows = sharded_closed_windows(source, labels, config, window_s, grace_s, summary, workers)
+    for closed in windows:
+        yield from window_rows(closed.start, closed.size, closed.states, layout)
+
+
+def closed_windows(
+    source: LineSource, labels: LabelBook, config: EvalConfig, window_s: int, grace_s: float,
+    summary: LogSummary, shard: Shard | None = None,
+) -> Iterator[ClosedWindow]:
+    """Pass 2 into windows: every window as it closes, in order (of ``shard``'s requests only,
+    closed when one process would close it, when a shard is given)."""
+    windows = TumblingWindows(window_s, grace_s, Layout(config))
+    slicer = Slicer(config)
+    owns = shard.owns if shard is not None else None
+    for item in _first_requests(source(), labels, config, summary, None, owns):
+        if item.__class__ is float:
+            windows.advance(item)  # type: ignore[arg-type]
+        else:
+            ev: RequestEvaluation = item  # type: ignore[assignment]
+            windows.add(ev.ts.timestamp(), slicer(ev), ev)
+        yield from windows.pop_closed()
+    yield from windows.pop_all()
     summary.late_events[window_s] = windows.late_events
-
-
-def _rows(closed: ClosedWindow, layout: Layout) -> list[MetricRow]:
-    return window_rows(closed.start, closed.size, closed.states, layout)
 
 
 @contextmanager

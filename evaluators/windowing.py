@@ -102,6 +102,12 @@ class TumblingWindows:
             self.max_event_ts = ts
         return True
 
+    def advance(self, ts: float) -> None:
+        """Move the watermark as a request at ``ts`` would, without adding it (a request
+        another shard evaluates; see evaluators/offline.py)."""
+        if ts > self.max_event_ts:
+            self.max_event_ts = ts
+
     def revise(self, ts: float, slices: Sequence[str], contrib: Contribution | RequestEvaluation,
                sign: int = 1) -> bool:
         """Add to the window of ``ts`` if it is still held (not yet popped), late or not.

@@ -54,7 +54,8 @@ def test_every_figure_is_there(result: dict) -> None:
     assert set(e2e["latency"]) >= {"pairs", "rate_pairs_per_s", "p50_s", "p95_s", "n"}
     assert set(e2e["backlog"]) >= {"pairs", "records", "replay_s", "start_to_first_record_s", "elapsed_s",
                                    "pairs_per_s", "evaluator_peak_rss_mb", "lag_at_end_records", "lag_curve"}
-    assert set(result["ceilings"]) == {"plain_consumer", "offline_evaluate", "ratios"}
+    assert set(result["ceilings"]) == {"plain_consumer", "offline_evaluate", "offline_evaluate_one_process",
+                                       "ratios"}
     assert set(result["ceilings"]["ratios"]) == {"end_to_end_over_consumer", "end_to_end_over_offline"}
     assert set(result["targets"]) == {"end_to_end_pairs_per_s", "end_to_end_backlog_pairs_per_s",
                                       "lag_back_to_zero", "offline_pairs_per_s", "peer_ratio",
@@ -82,6 +83,8 @@ def test_counts_add_up(result: dict) -> None:
     consumer = result["ceilings"]["plain_consumer"]
     assert consumer["records"] == records + count_records(latency_log)[1] + backlog["records"]  # all, once
     assert result["ceilings"]["offline_evaluate"]["pairs"] == pairs
+    assert result["ceilings"]["offline_evaluate_one_process"]["pairs"] == pairs
+    assert result["ceilings"]["offline_evaluate_one_process"]["workers"] == 1
 
 
 def test_values_are_sane(result: dict) -> None:
