@@ -98,7 +98,7 @@ class EngineProcess:
                 return
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "streams.evaluator.process", str(write_fd)],
-                stdin=subprocess.PIPE, pass_fds=(write_fd,), env={**{k: v for k, v in os.environ.items() if not k.startswith("EVALCHILD_")}, **{k[10:]: v for k, v in os.environ.items() if k.startswith("EVALCHILD_")}},  # RSSEXP TEMP
+                stdin=subprocess.PIPE, pass_fds=(write_fd,), env=os.environ.copy(),
             )
         os.close(write_fd)
         proc = self._proc
