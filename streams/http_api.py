@@ -41,6 +41,17 @@ class MonitorCollector:
         yield CounterMetricFamily("distillwatch_producer_waits",
                                   "Times the evaluator waited for the broker (its producer buffer full)",
                                   value=s.get("producer_waits", 0))
+        yield CounterMetricFamily("distillwatch_input_pauses",
+                                  "Times an input topic-partition was paused for running ahead of the "
+                                  "others while its join buffer was over evaluator.max_join_buffer",
+                                  value=s.get("input_pauses", 0))
+        yield GaugeMetricFamily("distillwatch_paused_inputs", "Input topic-partitions paused now (pacing)",
+                                value=s.get("paused_inputs", 0))
+        yield GaugeMetricFamily("distillwatch_join_buffer",
+                                "Requests and answers waiting for the rest of their join",
+                                value=s.get("join_buffer", 0))
+        yield GaugeMetricFamily("distillwatch_join_buffer_peak", "Largest join buffer since start",
+                                value=s.get("join_buffer_peak", 0))
         yield GaugeMetricFamily("distillwatch_open_windows", "Open windows", value=s["open_windows"])
         yield GaugeMetricFamily("distillwatch_assigned_partitions", "Input partitions this instance owns",
                                 value=s["partitions"])

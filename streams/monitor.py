@@ -49,7 +49,7 @@ class Monitor:
             window_sizes=list(settings.evaluation.windows_s), grace_s=settings.evaluation.grace_s,
             handle_horizon_s=ev.handle_horizon_s, max_handles=ev.max_handles,
             checkpoint_s=ev.checkpoint_s,
-            idle_flush_s=ev.idle_flush_s, batch_size=ev.batch_size,
+            idle_flush_s=ev.idle_flush_s, batch_size=ev.batch_size, max_join_buffer=ev.max_join_buffer,
         )
         self._new_engine = lambda: EvaluatorEngine(self.kafka_conf, settings.topic, config, rows, options)
         self.engine: EvaluatorEngine | EngineProcess
@@ -148,7 +148,9 @@ class Monitor:
         return {
             "records": stats.records, "dead_letters": stats.dead_letters,
             "checkpoints": stats.checkpoints, "open_windows": stats.open_windows,
-            "producer_waits": stats.producer_waits,
+            "producer_waits": stats.producer_waits, "join_buffer": stats.join_buffer,
+            "join_buffer_peak": stats.join_buffer_peak, "input_pauses": stats.input_pauses,
+            "paused_inputs": stats.paused_inputs,
             "idle": int(stats.idle), "partitions": len(stats.partitions),
             "events_per_second": rate, "lag": dict(stats.lag), "counters": dict(stats.counters),
             "sink_batch_latency_s": self.sink.stats.batch_latency_s if self.sink else 0.0,

@@ -31,6 +31,7 @@ from streams.evaluator.checkpoints import read_latest
 from streams.evaluator.outputs import (
     DEAD_LETTERS, RowBuilder, dead_letter_row, json_each_row, partial_message,
 )
+from streams.evaluator.pacing import topics_to_hold
 from streams.evaluator.partition import Evaluated, PartitionState
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,13 @@ INPUT_KINDS = {
     topics.REQUESTS: "request", topics.TEACHER: "response", topics.STUDENT: "response",
     topics.TEACHER_REPLICA: "response", topics.LABELS: "label",
 }
+PACED = (topics.REQUESTS, topics.TEACHER, topics.STUDENT)
+"""The topics a join waits on, read in timestamp order when the join buffer grows
+(streams/evaluator/pacing.py)."""
+STALLED_S = 2.0
+"""A topic that delivered nothing for this long while not paused no longer sets the pace:
+past a producer's last record a topic can hold only transaction markers, which count in its
+end offset but are never delivered."""
 
 
 @dataclass
@@ -64,6 +72,7 @@ class EngineOptions:
     idle_flush_s: float = 3.0
     batch_size: int = 5000
     catalog_wait_s: float = 5.0
+    max_join_buffer: int = 5000
 
 
 @dataclass
@@ -83,6 +92,12 @@ class EngineStats:
     """Partitions are assigned, no input came since the last idle flush, and it is committed."""
     producer_waits: int = 0
     """Times the evaluator waited for the broker because its producer buffer was full."""
+    join_buffer: int = 0
+    """Requests and answers waiting for the rest of their join, all partitions."""
+    join_buffer_peak: int = 0
+    input_pauses: int = 0
+    """Times a topic-partition was paused for running ahead of the others (pacing)."""
+    paused_inputs: int = 0
 
 
 def quiet_collector() -> None:
@@ -118,6 +133,11 @@ class EvaluatorEngine:
         self._in_txn = False
         self._assigned = False
         self._dirty: set[int] = set()
+        self._last_ts: dict[int, dict[str, int]] = {}
+        """Per partition, the timestamp (ms) of the last record read from each paced topic."""
+        self._read_at: dict[int, dict[str, float]] = {}
+        self._held: dict[int, set[str]] = {}
+        """Per partition, the paced topics paused now."""
         self._callback_error: Exception | None = None
         """Raised in a librdkafka callback, re-raised by the loop (from inside the callback it
         reaches Python in a form no ``except`` clause matches)."""
@@ -150,6 +170,11 @@ class EvaluatorEngine:
             name = self._names.get(tp.topic)
             tp.offset = self.offsets.get(tp.partition, {}).get(name or "", OFFSET_STORED)
         consumer.assign(partitions)
+        consumer.resume(partitions)  # a partition paused before a rebalance starts unpaused
+        now = time.monotonic()  # a topic that delivers nothing from now on stops setting the pace
+        for p in numbers:
+            self._last_ts[p], self._held[p] = {}, set()
+            self._read_at[p] = dict.fromkeys(PACED, now)
         self.stats.partitions = sorted(self.states)
         self._assigned = True
         log.info("assigned partitions %s (restored %s)", numbers, sorted(set(numbers) & set(saved)))
@@ -163,6 +188,9 @@ class EvaluatorEngine:
         for p in {tp.partition for tp in partitions}:
             self.states.pop(p, None)
             self.offsets.pop(p, None)
+            self._last_ts.pop(p, None)
+            self._read_at.pop(p, None)
+            self._held.pop(p, None)
         consumer.unassign()
         self.stats.partitions = sorted(self.states)
 
@@ -212,6 +240,7 @@ class EvaluatorEngine:
                     last_input = time.monotonic()
                     idle_flushed = False
                     self.stats.idle = False
+                self._pace(consumer)  # after empty reads too: a held topic may be due to resume
                 now = time.monotonic()
                 if not idle_flushed and now - last_input >= self.opts.idle_flush_s:
                     self._begin()
@@ -237,6 +266,7 @@ class EvaluatorEngine:
         newest = max((m.timestamp()[1] for m in msgs if m.error() is None), default=0)
         self._wait_for_catalog(newest)
         outs: dict[int, list[Evaluated]] = {}
+        touched: set[tuple[int, str]] = set()
         for msg in msgs:
             if msg.error() is not None:
                 log.warning("consumer error: %s", msg.error())
@@ -250,6 +280,9 @@ class EvaluatorEngine:
                 continue  # already inside the restored state
             offsets[name] = msg.offset() + 1
             self.stats.records += 1
+            if name in PACED:
+                self._last_ts[p][name] = msg.timestamp()[1]
+                touched.add((p, name))
             out = outs.setdefault(p, [])
             start = len(out)
             try:
@@ -280,6 +313,57 @@ class EvaluatorEngine:
             self._emit_windows(p, closed + state.take_revised(), final=True)
         self._produce_rows(tables)  # one message per table for all partitions: fewer, larger inserts
         self._dirty |= set(outs)
+        now = time.monotonic()
+        for p, name in touched:
+            self._read_at[p][name] = now
+
+    def _pace(self, consumer: Any) -> None:
+        """Hold back topics that run ahead while a partition's join buffer is over its bound."""
+        limit = self.opts.max_join_buffer
+        total = 0
+        for p, state in self.states.items():
+            size = len(state.pending)
+            total += size
+            held = self._held.setdefault(p, set())
+            if not held and (limit <= 0 or size <= limit):
+                continue  # the common case: nothing held, nothing to hold
+            want = topics_to_hold(size, limit, held, self._last_ts.setdefault(p, {}),
+                                  self._with_more(consumer, p, held))
+            if want != held:
+                self._hold(consumer, p, held, want)
+        self.stats.join_buffer = total
+        self.stats.join_buffer_peak = max(self.stats.join_buffer_peak, total)
+        self.stats.paused_inputs = sum(len(h) for h in self._held.values())
+
+    def _with_more(self, consumer: Any, p: int, held: set[str]) -> list[str]:
+        """Paced topics of partition ``p`` that can still deliver: their position before their
+        end offset (as last fetched), and unless held, a record delivered (or the partition
+        assigned) within STALLED_S."""
+        from confluent_kafka import TopicPartition
+
+        now = time.monotonic()
+        read_at = self._read_at.setdefault(p, {})
+        out = []
+        for name in PACED:
+            _, high = consumer.get_watermark_offsets(TopicPartition(self.topic(name), p), cached=True)
+            if high < 0 or self.offsets[p].get(name, 0) >= high:
+                continue  # read to its end, or nothing fetched yet to tell
+            if name not in held and now - read_at.get(name, now) > STALLED_S:
+                continue
+            out.append(name)
+        return out
+
+    def _hold(self, consumer: Any, p: int, held: set[str], want: set[str]) -> None:
+        from confluent_kafka import TopicPartition
+
+        release, hold = held - want, want - held
+        if release:
+            consumer.resume([TopicPartition(self.topic(n), p) for n in sorted(release)])
+        if hold:
+            consumer.pause([TopicPartition(self.topic(n), p) for n in sorted(hold)])
+            self.stats.input_pauses += len(hold)
+        held.clear()
+        held.update(want)
 
     def _wait_for_catalog(self, newest_ms: int) -> None:
         deadline = time.monotonic() + self.opts.catalog_wait_s
