@@ -55,9 +55,12 @@ PACED = (topics.REQUESTS, topics.TEACHER, topics.STUDENT)
 """The topics a join waits on, read in timestamp order when the join buffer grows
 (streams/evaluator/pacing.py)."""
 STALLED_S = 2.0
-"""A topic that delivered nothing for this long while not paused no longer sets the pace:
-past a producer's last record a topic can hold only transaction markers, which count in its
-end offset but are never delivered."""
+"""A topic a few records short of its end (MARKER_GAP) that delivered nothing for this long
+while not paused no longer sets the pace: past a transactional producer's last record a
+topic holds commit markers, which count in its end offset but are never delivered."""
+MARKER_GAP = 100
+STALLED_LONG_S = 30.0
+"""Any topic silent this long no longer sets the pace (e.g. an aborted transaction's tail)."""
 
 
 @dataclass
@@ -338,7 +341,7 @@ class EvaluatorEngine:
     def _with_more(self, consumer: Any, p: int, held: set[str]) -> list[str]:
         """Paced topics of partition ``p`` that can still deliver: their position before their
         end offset (as last fetched), and unless held, a record delivered (or the partition
-        assigned) within STALLED_S."""
+        assigned) recently (STALLED_S near the end, STALLED_LONG_S otherwise)."""
         from confluent_kafka import TopicPartition
 
         now = time.monotonic()
@@ -346,9 +349,11 @@ class EvaluatorEngine:
         out = []
         for name in PACED:
             _, high = consumer.get_watermark_offsets(TopicPartition(self.topic(name), p), cached=True)
-            if high < 0 or self.offsets[p].get(name, 0) >= high:
+            left = high - self.offsets[p].get(name, 0)
+            if high < 0 or left <= 0:
                 continue  # read to its end, or nothing fetched yet to tell
-            if name not in held and now - read_at.get(name, now) > STALLED_S:
+            silent = now - read_at.get(name, now)
+            if name not in held and silent > (STALLED_S if left <= MARKER_GAP else STALLED_LONG_S):
                 continue
             out.append(name)
         return out

@@ -8,9 +8,11 @@ answers were still unread (~1.9 KB each in memory; the evaluator peaked at 1.2-2
 When a partition's buffer grows past a bound, its topics are read in timestamp order, as
 Kafka Streams does: a topic whose last record is newer than the oldest last record among the
 topics that still have records to read (plus a slack) is paused until the others catch up.
-The topic with the oldest record is never paused and a topic read to its end does not hold
-the others back, so reading always progresses. Below half the bound everything resumes. Pure:
-the engine supplies timestamps, ends and sizes, and applies the answer with pause/resume.
+That includes a topic read to its end (live, the requests topic usually is: what arrives
+next would run ahead again), but such a topic never sets the pace. The topic with the oldest
+record among those with more to read is never paused, so reading always progresses. Below
+half the bound everything resumes. Pure: the engine supplies timestamps, ends and sizes, and
+applies the answer with pause/resume.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def topics_to_hold(
 
     ``held``: the topics paused now; ``last_ts_ms``: the timestamp of the last record read
     from each topic (absent: none yet); ``has_more``: the topics with records left to read
-    (a topic read to its end neither sets the pace nor is held). ``limit`` 0: no pacing.
+    (only these set the pace). ``limit`` 0: no pacing.
     """
     if limit <= 0 or buffered <= limit // 2:
         return set()
@@ -47,4 +49,4 @@ def topics_to_hold(
     if not has_more:
         return set()
     floor = min(last_ts_ms.get(t, NEVER) for t in has_more)
-    return {t for t in has_more if last_ts_ms.get(t, NEVER) > floor + slack_ms}
+    return {t for t, ts in last_ts_ms.items() if ts > floor + slack_ms}

@@ -49,6 +49,14 @@ def test_a_topic_read_to_its_end_does_not_hold_the_others_back() -> None:
     assert topics_to_hold(9000, 5000, {R}, ts, ()) == set()
 
 
+def test_a_topic_read_to_its_end_is_held_while_ahead() -> None:
+    """Live, the requests topic is read to its end most of the time while the answers lag:
+    what arrives next on it would run ahead too, so it is held until the answers catch up."""
+    ts = {R: 90_000, T: 10_000, S: 12_000}
+    assert topics_to_hold(9000, 5000, set(), ts, (T, S)) == {R, S}
+    assert topics_to_hold(9000, 5000, {R, S}, {R: 90_000, T: 89_800, S: 90_000}, (T, S)) == set()
+
+
 def test_a_topic_with_records_none_read_yet_is_the_oldest() -> None:
     assert topics_to_hold(9000, 5000, set(), {R: 90_000, S: 80_000}, ALL) == {R, S}
 
