@@ -232,11 +232,10 @@ def closed_windows(
     slicer = Slicer(config)
     owns = shard.owns if shard is not None else None
     for item in _first_requests(source(), labels, config, summary, None, owns):
-        if item.__class__ is float:
-            windows.advance(item)  # type: ignore[arg-type]
+        if isinstance(item, float):
+            windows.advance(item)
         else:
-            ev: RequestEvaluation = item  # type: ignore[assignment]
-            windows.add(ev.ts.timestamp(), slicer(ev), ev)
+            windows.add(item.ts.timestamp(), slicer(item), item)
         yield from windows.pop_closed()
     yield from windows.pop_all()
     summary.late_events[window_s] = windows.late_events
