@@ -58,17 +58,14 @@ FROM (
     SELECT sl, sum(c) AS copied, sum(w) AS wrong, sum(te) AS teacher_errors, sum(wc) AS with_copies,
         groupArraySortedMerge(5)(recent) AS latest
     FROM (
-        SELECT slice_json, reference_intent, freshness, multi_intent, c, w, te, wc, recent
-        FROM (
-            SELECT slice_json, reference_intent, freshness, multi_intent,
-                sum(copied_claims) AS c, sum(student_wrong_claims) AS w,
-                countIf(teacher_fact_error = 1) AS te, countIf(copied_claims > 0) AS wc,
-                groupArraySortedStateIf(5)((-toUnixTimestamp64Milli(ts), request_id), copied_claims > 0)
-                    AS recent
-            FROM $table FINAL
-            WHERE $period AND (student_wrong_claims > 0 OR teacher_wrong_claims > 0) AND $slice_filter
-            GROUP BY slice_json, reference_intent, freshness, multi_intent
-        )
+        SELECT slice_json, reference_intent, freshness, multi_intent,
+            sum(copied_claims) AS c, sum(student_wrong_claims) AS w,
+            countIf(teacher_fact_error = 1) AS te, countIf(copied_claims > 0) AS wc,
+            groupArraySortedStateIf(5)((-toUnixTimestamp64Milli(ts), request_id), copied_claims > 0)
+                AS recent
+        FROM $table FINAL
+        WHERE $period AND (student_wrong_claims > 0 OR teacher_wrong_claims > 0) AND $slice_filter
+        GROUP BY slice_json, reference_intent, freshness, multi_intent
     )
     ARRAY JOIN $slices AS sl
     GROUP BY sl
