@@ -2,7 +2,8 @@
 
 The split must not change a figure: every row, the late-event count, the duplicates and the
 invalid lines equal those of one process on a log with everything that makes order matter
-(late requests, duplicate ids, invalid lines, labels, catalog changes).
+(late requests, duplicate ids, invalid lines, labels, catalog changes). The hand-checked
+lateness case runs with two workers in tests/unit/test_windowing.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import random
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -73,28 +73,6 @@ def test_shards_give_one_process_rows_and_counts(tmp_path: Path, workers: int) -
                   "orphan_labels", "invalid", "late_events", "reason_counts"):
         assert getattr(many, field) == getattr(one, field), field
     assert [line for line, _ in many.reasons] == [line for line, _ in one.reasons]
-
-
-def test_late_requests_hand_checked_with_two_workers(tmp_path: Path) -> None:
-    """tests/unit/test_windowing.py's hand-checked case, split across two processes: requests
-    at 0, 130, 200, 61, 10 (late), 300, 179 (late), 180 s. A shard closes windows on the
-    other shard's requests too, so the two late ones are late here as well."""
-    t0 = datetime(2026, 11, 1, tzinfo=UTC)
-    lines = []
-    for i, s in enumerate((0, 130, 200, 61, 10, 300, 179, 180)):
-        ts = (t0 + timedelta(seconds=s)).isoformat().replace("+00:00", "Z")
-        lines.append({"request": {"request_id": f"w{i}", "ts": ts, "prompt": "p", "slice": {}},
-                      "teacher": None, "student": None})
-    path = tmp_path / "log.jsonl"
-    path.write_bytes(b"".join(orjson.dumps(ln) + b"\n" for ln in lines))
-    owners = {Shard(0, 2).owns(f"w{i}") for i in range(8)}
-    assert owners == {True, False}, "both shards must own some of the requests"
-    rows, summary = _run(path, 2)
-    base = int(t0.timestamp())
-    got = {r.window_start - base: r.value for r in rows if r.slice == "all" and r.metric == "support"}
-    assert got == {0: 1, 60: 1, 120: 1, 180: 2, 300: 1}
-    assert summary.late_events == {60: 2}
-    assert summary.requests == 8
 
 
 def test_a_failing_worker_is_reported_with_its_error(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from evaluators.config import EvalConfig
-from evaluators.offline import LogSummary, evaluate_log
+from evaluators.offline import LogSummary, Shard, evaluate_log
 from evaluators.window_state import NO_VALUE, Contribution, Layout
 from evaluators.windowing import TumblingWindows, window_start
 
@@ -108,10 +108,13 @@ def test_zero_grace_and_bad_arguments() -> None:
         TumblingWindows(60, -1, LAYOUT)
 
 
-def test_offline_evaluation_counts_late_requests_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_offline_evaluation_counts_late_requests_exactly(tmp_path: Path, workers: int) -> None:
     """Through the whole offline path, at request times (s after an epoch-aligned T0):
     0, 130, 200, 61 (max 200, watermark 80: [60, 120) open), 10 ([0, 60) ended at 60 ≤ 80:
-    late), 300, 179 (watermark 180 = end of [120, 180): late), 180 (lands in [180, 240))."""
+    late), 300, 179 (watermark 180 = end of [120, 180): late), 180 (lands in [180, 240)).
+    Split across two processes (evaluate --workers 2) the same: a shard closes windows on the
+    other shard's requests too, so the two late ones are late there as well."""
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
     lines = []
     for i, s in enumerate((0, 130, 200, 61, 10, 300, 179, 180)):
@@ -120,9 +123,12 @@ def test_offline_evaluation_counts_late_requests_exactly(tmp_path: Path) -> None
                       "teacher": None, "student": None})
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"".join(orjson.dumps(ln) + b"\n" for ln in lines))
+    if workers == 2:
+        owners = {Shard(0, 2).owns(f"w{i}") for i in range(8)}
+        assert owners == {True, False}, "both shards must own some of the requests"
     summary = LogSummary()
     rows = list(evaluate_log(lambda: open(path, "rb"), EvalConfig(), window_s=60, grace_s=120,
-                             summary=summary))
+                             summary=summary, workers=workers))
     base = int(t0.timestamp())
     got = {r.window_start - base: r.value for r in rows if r.slice == "all" and r.metric == "support"}
     assert got == {0: 1, 60: 1, 120: 1, 180: 2, 300: 1}
