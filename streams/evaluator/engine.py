@@ -31,7 +31,7 @@ from streams.evaluator.checkpoints import read_latest
 from streams.evaluator.outputs import (
     DEAD_LETTERS, RowBuilder, dead_letter_row, json_each_row, partial_message,
 )
-from streams.evaluator.pacing import topics_to_hold
+from streams.evaluator.pacing import PartitionPace, topics_to_hold
 from streams.evaluator.partition import Evaluated, PartitionState
 
 log = logging.getLogger(__name__)
@@ -136,11 +136,7 @@ class EvaluatorEngine:
         self._in_txn = False
         self._assigned = False
         self._dirty: set[int] = set()
-        self._last_ts: dict[int, dict[str, int]] = {}
-        """Per partition, the timestamp (ms) of the last record read from each paced topic."""
-        self._read_at: dict[int, dict[str, float]] = {}
-        self._held: dict[int, set[str]] = {}
-        """Per partition, the paced topics paused now."""
+        self._pace_of: dict[int, PartitionPace] = {}
         self._callback_error: Exception | None = None
         """Raised in a librdkafka callback, re-raised by the loop (from inside the callback it
         reaches Python in a form no ``except`` clause matches)."""
@@ -176,8 +172,7 @@ class EvaluatorEngine:
         consumer.resume(partitions)  # a partition paused before a rebalance starts unpaused
         now = time.monotonic()  # a topic that delivers nothing from now on stops setting the pace
         for p in numbers:
-            self._last_ts[p], self._held[p] = {}, set()
-            self._read_at[p] = dict.fromkeys(PACED, now)
+            self._pace_of[p] = PartitionPace(read_at=dict.fromkeys(PACED, now))
         self.stats.partitions = sorted(self.states)
         self._assigned = True
         log.info("assigned partitions %s (restored %s)", numbers, sorted(set(numbers) & set(saved)))
@@ -191,9 +186,7 @@ class EvaluatorEngine:
         for p in {tp.partition for tp in partitions}:
             self.states.pop(p, None)
             self.offsets.pop(p, None)
-            self._last_ts.pop(p, None)
-            self._read_at.pop(p, None)
-            self._held.pop(p, None)
+            self._pace_of.pop(p, None)
         consumer.unassign()
         self.stats.partitions = sorted(self.states)
 
@@ -284,7 +277,7 @@ class EvaluatorEngine:
             offsets[name] = msg.offset() + 1
             self.stats.records += 1
             if name in PACED:
-                self._last_ts[p][name] = msg.timestamp()[1]
+                self._pace_of[p].last_ts_ms[name] = msg.timestamp()[1]
                 touched.add((p, name))
             out = outs.setdefault(p, [])
             start = len(out)
@@ -318,7 +311,7 @@ class EvaluatorEngine:
         self._dirty |= set(outs)
         now = time.monotonic()
         for p, name in touched:
-            self._read_at[p][name] = now
+            self._pace_of[p].read_at[name] = now
 
     def _pace(self, consumer: Any) -> None:
         """Hold back topics that run ahead while a partition's join buffer is over its bound."""
@@ -327,48 +320,45 @@ class EvaluatorEngine:
         for p, state in self.states.items():
             size = len(state.pending)
             total += size
-            held = self._held.setdefault(p, set())
-            if not held and (limit <= 0 or size <= limit):
+            pace = self._pace_of[p]
+            if not pace.held and (limit <= 0 or size <= limit):
                 continue  # the common case: nothing held, nothing to hold
-            want = topics_to_hold(size, limit, held, self._last_ts.setdefault(p, {}),
-                                  self._with_more(consumer, p, held))
-            if want != held:
-                self._hold(consumer, p, held, want)
+            want = topics_to_hold(size, limit, pace.held, pace.last_ts_ms, self._with_more(consumer, p, pace))
+            if want != pace.held:
+                self._hold(consumer, p, pace, want)
         self.stats.join_buffer = total
         self.stats.join_buffer_peak = max(self.stats.join_buffer_peak, total)
-        self.stats.paused_inputs = sum(len(h) for h in self._held.values())
+        self.stats.paused_inputs = sum(len(pace.held) for pace in self._pace_of.values())
 
-    def _with_more(self, consumer: Any, p: int, held: set[str]) -> list[str]:
+    def _with_more(self, consumer: Any, p: int, pace: PartitionPace) -> list[str]:
         """Paced topics of partition ``p`` that can still deliver: their position before their
         end offset (as last fetched), and unless held, a record delivered (or the partition
         assigned) recently (STALLED_S near the end, STALLED_LONG_S otherwise)."""
         from confluent_kafka import TopicPartition
 
         now = time.monotonic()
-        read_at = self._read_at.setdefault(p, {})
         out = []
         for name in PACED:
             _, high = consumer.get_watermark_offsets(TopicPartition(self.topic(name), p), cached=True)
             left = high - self.offsets[p].get(name, 0)
             if high < 0 or left <= 0:
                 continue  # read to its end, or nothing fetched yet to tell
-            silent = now - read_at.get(name, now)
-            if name not in held and silent > (STALLED_S if left <= MARKER_GAP else STALLED_LONG_S):
+            silent = now - pace.read_at.get(name, now)
+            if name not in pace.held and silent > (STALLED_S if left <= MARKER_GAP else STALLED_LONG_S):
                 continue
             out.append(name)
         return out
 
-    def _hold(self, consumer: Any, p: int, held: set[str], want: set[str]) -> None:
+    def _hold(self, consumer: Any, p: int, pace: PartitionPace, want: set[str]) -> None:
         from confluent_kafka import TopicPartition
 
-        release, hold = held - want, want - held
+        release, hold = pace.held - want, want - pace.held
         if release:
             consumer.resume([TopicPartition(self.topic(n), p) for n in sorted(release)])
         if hold:
             consumer.pause([TopicPartition(self.topic(n), p) for n in sorted(hold)])
             self.stats.input_pauses += len(hold)
-        held.clear()
-        held.update(want)
+        pace.held = want
 
     def _wait_for_catalog(self, newest_ms: int) -> None:
         deadline = time.monotonic() + self.opts.catalog_wait_s

@@ -18,6 +18,7 @@ applies the answer with pause/resume.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 SLACK_MS = 1000
 """A topic may run this far ahead of the oldest before it is paused (producers' clocks and
@@ -26,6 +27,18 @@ the answer latency differ by about this much)."""
 
 NEVER = -(1 << 62)
 """The timestamp of a topic none of whose records was read yet: older than any."""
+
+
+@dataclass
+class PartitionPace:
+    """What the engine keeps per partition to pace it."""
+
+    read_at: dict[str, float]
+    """Monotonic time of the last record read from each paced topic (at first: of assignment)."""
+    last_ts_ms: dict[str, int] = field(default_factory=dict)
+    """Timestamp of the last record read from each paced topic."""
+    held: set[str] = field(default_factory=set)
+    """The paced topics paused now."""
 
 
 def topics_to_hold(
