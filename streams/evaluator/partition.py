@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +49,8 @@ class Pending:
     labels: list[Label] = field(default_factory=list)
     due: float | None = None
     """Event time at which the join times out: the request's time, or the newest event time
-    seen when the request came if that is later (an out-of-order request)."""
+    seen when the request came if that is later (an out-of-order request); None until the
+    request came."""
     offset: int = -1
     """The request message's offset in its partition (the replay coordinates of an alert)."""
 
@@ -227,7 +227,7 @@ class PartitionState:
         mark = self.watermark
         if mark == -math.inf:
             return []
-        self._time_out(lambda ts: ts <= mark, catalog, out)
+        self._time_out(mark, catalog, out)
         horizon = self.max_event_ts - self.handle_horizon_s
         # Oldest first (dicts keep insertion order, which follows event time closely): the cost
         # is what is evicted, not what is kept.
@@ -268,7 +268,7 @@ class PartitionState:
 
     def flush(self, catalog: Catalog, out: list[Evaluated]) -> None:
         """Idle input: evaluate every request still waiting for a response."""
-        self._time_out(lambda ts: True, catalog, out)
+        self._time_out(math.inf, catalog, out)
 
     def open_windows(self) -> list[ClosedWindow]:
         """Snapshots of the open windows (provisional results; they stay open)."""
@@ -277,9 +277,11 @@ class PartitionState:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _time_out(self, due: Callable[[float], bool], catalog: Catalog, out: list[Evaluated]) -> None:
-        ready = [rid for rid, p in self.pending.items() if p.request is not None
-                 and due(p.request.ts.timestamp() if p.due is None else p.due)]
+    def _time_out(self, mark: float, catalog: Catalog, out: list[Evaluated]) -> None:
+        """Evaluate the waiting requests due at or before ``mark``, in arrival order. (A scan
+        with no call per entry: it runs per partition for every batch, over up to
+        ``max_join_buffer`` entries.)"""
+        ready = [rid for rid, p in self.pending.items() if p.due is not None and p.due <= mark]
         for rid in ready:
             self._evaluate(rid, catalog, out)
 

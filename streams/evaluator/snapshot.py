@@ -200,7 +200,9 @@ def load(blob: bytes, state: PartitionState) -> dict[str, int]:
     """Fill a fresh PartitionState from a snapshot; return the input offsets it covers."""
     snap = _decoder.decode(_decompress(blob))
     layout = state.layout
-    state.pending = {rid: Pending(p.request, p.teacher, p.student, p.teacher_replica, list(p.labels), p.due, p.offset)
+    state.pending = {rid: Pending(p.request, p.teacher, p.student, p.teacher_replica, list(p.labels),
+                                  p.request.ts.timestamp() if p.due is None and p.request is not None else p.due,
+                                  p.offset)
                      for rid, p in snap.pending.items()}
     state.handles = OrderedDict()  # evicted oldest first (see PartitionState)
     chunks = [_chunk_decoder.decode(bytes(cramjam.zstd.decompress(c))) for c in snap.handle_chunks]
