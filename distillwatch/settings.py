@@ -129,8 +129,9 @@ class EvaluatorSettings(_Section):
     max_join_buffer: int = Field(
         default=5000, ge=0,
         description="requests and answers waiting for the rest of their join, per partition, above "
-                    "which the input topics are read in timestamp order (a topic ahead of the others "
-                    "is paused) to bound memory on a backlog; 0: no bound")
+                    "which its input topics are processed in timestamp order to bound memory on a "
+                    "backlog; also the records queued per input topic-partition before it is paused; "
+                    "0: no bound")
     sink: bool = Field(default=True, description="run the ClickHouse sink in this process")
     own_process: bool = Field(
         default=True, description="with the sink in this process, run the evaluator in a child "

@@ -42,8 +42,8 @@ class MonitorCollector:
                                   "Times the evaluator waited for the broker (its producer buffer full)",
                                   value=s.get("producer_waits", 0))
         yield CounterMetricFamily("distillwatch_input_pauses",
-                                  "Times an input topic-partition was paused for running ahead of the "
-                                  "others while its join buffer was over evaluator.max_join_buffer",
+                                  "Times an input topic-partition was paused, its queue of records read "
+                                  "and not processed yet being over evaluator.max_join_buffer",
                                   value=s.get("input_pauses", 0))
         yield GaugeMetricFamily("distillwatch_paused_inputs", "Input topic-partitions paused now (pacing)",
                                 value=s.get("paused_inputs", 0))

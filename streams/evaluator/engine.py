@@ -1,7 +1,8 @@
 """The evaluator loop: Kafka in, evaluator state, Kafka out, exactly once.
 
-confluent-kafka consumes the co-partitioned input topics in batches. Each record goes to
-its partition's :class:`PartitionState`; outputs (rows, window partials, dead letters)
+confluent-kafka consumes the co-partitioned input topics in batches. Each record is queued
+for its partition and topic (streams/evaluator/pacing.py), then goes to its partition's
+:class:`PartitionState`, in timestamp order across topics while the join buffer is long; outputs (rows, window partials, dead letters)
 are produced inside a Kafka transaction, and every ``checkpoint_s`` the transaction is
 committed together with each partition's state snapshot and the consumer offsets
 (KIP-447). A crash at any point rolls back to the last commit: state, outputs and input
@@ -31,7 +32,7 @@ from streams.evaluator.checkpoints import read_latest
 from streams.evaluator.outputs import (
     DEAD_LETTERS, RowBuilder, dead_letter_row, json_each_row, partial_message,
 )
-from streams.evaluator.pacing import PartitionPace, topics_to_hold
+from streams.evaluator.pacing import PartitionInput, in_step, release_limit, topics_to_pause
 from streams.evaluator.partition import Evaluated, PartitionState
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ INPUT_KINDS = {
     topics.TEACHER_REPLICA: "response", topics.LABELS: "label",
 }
 PACED = (topics.REQUESTS, topics.TEACHER, topics.STUDENT)
-"""The topics a join waits on, read in timestamp order when the join buffer grows
+"""The topics a join waits on, processed in timestamp order when the join buffer grows
 (streams/evaluator/pacing.py)."""
 STALLED_S = 2.0
 """A topic a few records short of its end (MARKER_GAP) that delivered nothing for this long
@@ -99,7 +100,7 @@ class EngineStats:
     """Requests and answers waiting for the rest of their join, all partitions."""
     join_buffer_peak: int = 0
     input_pauses: int = 0
-    """Times a topic-partition was paused for running ahead of the others (pacing)."""
+    """Times a topic-partition was paused, its queue being long (streams/evaluator/pacing.py)."""
     paused_inputs: int = 0
 
 
@@ -136,7 +137,8 @@ class EvaluatorEngine:
         self._in_txn = False
         self._assigned = False
         self._dirty: set[int] = set()
-        self._pace_of: dict[int, PartitionPace] = {}
+        self._inputs: dict[int, PartitionInput] = {}
+        """Per partition: records delivered and not processed yet (streams/evaluator/pacing.py)."""
         self._callback_error: Exception | None = None
         """Raised in a librdkafka callback, re-raised by the loop (from inside the callback it
         reaches Python in a form no ``except`` clause matches)."""
@@ -172,7 +174,7 @@ class EvaluatorEngine:
         consumer.resume(partitions)  # a partition paused before a rebalance starts unpaused
         now = time.monotonic()  # a topic that delivers nothing from now on stops setting the pace
         for p in numbers:
-            self._pace_of[p] = PartitionPace(read_at=dict.fromkeys(PACED, now))
+            self._inputs[p] = PartitionInput(read_at=dict.fromkeys(PACED, now))
         self.stats.partitions = sorted(self.states)
         self._assigned = True
         log.info("assigned partitions %s (restored %s)", numbers, sorted(set(numbers) & set(saved)))
@@ -186,7 +188,7 @@ class EvaluatorEngine:
         for p in {tp.partition for tp in partitions}:
             self.states.pop(p, None)
             self.offsets.pop(p, None)
-            self._pace_of.pop(p, None)
+            self._inputs.pop(p, None)  # not processed, not committed: read again by the next owner
         consumer.unassign()
         self.stats.partitions = sorted(self.states)
 
@@ -230,15 +232,18 @@ class EvaluatorEngine:
                     self._assigned = idle_flushed = False
                     self.stats.idle = False
                     last_input = time.monotonic()  # idle counts from now, not from before the assignment
-                if msgs:
+                self._deliver(msgs)
+                ready = self._ready(consumer)  # after empty reads too: a topic may have stalled
+                if ready:
                     self._begin()
-                    self._process(msgs)
+                    self._process(ready)
                     last_input = time.monotonic()
                     idle_flushed = False
                     self.stats.idle = False
-                self._pace(consumer)  # after empty reads too: a held topic may be due to resume
+                self._bound_queues(consumer)
                 now = time.monotonic()
-                if not idle_flushed and now - last_input >= self.opts.idle_flush_s:
+                if (not idle_flushed and now - last_input >= self.opts.idle_flush_s
+                        and not any(inp.queued() for inp in self._inputs.values())):
                     self._begin()
                     self._idle_flush()
                     idle_flushed = True
@@ -258,15 +263,46 @@ class EvaluatorEngine:
             self.producer.begin_transaction()
             self._in_txn = True
 
-    def _process(self, msgs: list[Any]) -> None:
-        newest = max((m.timestamp()[1] for m in msgs if m.error() is None), default=0)
-        self._wait_for_catalog(newest)
-        outs: dict[int, list[Evaluated]] = {}
-        touched: set[tuple[int, str]] = set()
+    def _deliver(self, msgs: list[Any]) -> None:
+        """Queue what the consumer delivered, per partition and topic."""
+        now = time.monotonic()
         for msg in msgs:
             if msg.error() is not None:
                 log.warning("consumer error: %s", msg.error())
                 continue
+            p, name = msg.partition(), self._names.get(msg.topic())
+            inp = self._inputs.get(p)
+            if inp is None or name is None:
+                continue
+            inp.add(name, msg.timestamp()[1], msg.offset(), msg)
+            inp.read_at[name] = now
+
+    def _ready(self, consumer: Any) -> list[Any]:
+        """The queued records to process now: all of them, or while a partition's join buffer
+        is over its bound, those up to its release limit (streams/evaluator/pacing.py)."""
+        ready: list[Any] = []
+        bound = self.opts.max_join_buffer
+        total = 0
+        for p, inp in self._inputs.items():
+            state = self.states.get(p)
+            if state is None:
+                continue
+            pending = len(state.pending)
+            total += pending
+            inp.in_step = in_step(inp.in_step, pending + inp.queued(), bound)
+            if not inp.queued():
+                continue
+            limit = release_limit(inp.newest_ms, self._with_more(consumer, p, inp)) if inp.in_step else None
+            ready += inp.take(limit, PACED)
+        self.stats.join_buffer = total
+        self.stats.join_buffer_peak = max(self.stats.join_buffer_peak, total)
+        return ready
+
+    def _process(self, msgs: list[Any]) -> None:
+        newest = max((m.timestamp()[1] for m in msgs), default=0)
+        self._wait_for_catalog(newest)
+        outs: dict[int, list[Evaluated]] = {}
+        for msg in msgs:
             p, name = msg.partition(), self._names.get(msg.topic())
             state = self.states.get(p)
             if state is None or name is None:
@@ -276,9 +312,6 @@ class EvaluatorEngine:
                 continue  # already inside the restored state
             offsets[name] = msg.offset() + 1
             self.stats.records += 1
-            if name in PACED:
-                self._pace_of[p].last_ts_ms[name] = msg.timestamp()[1]
-                touched.add((p, name))
             out = outs.setdefault(p, [])
             start = len(out)
             try:
@@ -309,30 +342,10 @@ class EvaluatorEngine:
             self._emit_windows(p, closed + state.take_revised(), final=True)
         self._produce_rows(tables)  # one message per table for all partitions: fewer, larger inserts
         self._dirty |= set(outs)
-        now = time.monotonic()
-        for p, name in touched:
-            self._pace_of[p].read_at[name] = now
 
-    def _pace(self, consumer: Any) -> None:
-        """Hold back topics that run ahead while a partition's join buffer is over its bound."""
-        limit = self.opts.max_join_buffer
-        total = 0
-        for p, state in self.states.items():
-            size = len(state.pending)
-            total += size
-            pace = self._pace_of[p]
-            if not pace.held and (limit <= 0 or size <= limit):
-                continue  # the common case: nothing held, nothing to hold
-            want = topics_to_hold(size, limit, pace.held, pace.last_ts_ms, self._with_more(consumer, p, pace))
-            if want != pace.held:
-                self._hold(consumer, p, pace, want)
-        self.stats.join_buffer = total
-        self.stats.join_buffer_peak = max(self.stats.join_buffer_peak, total)
-        self.stats.paused_inputs = sum(len(pace.held) for pace in self._pace_of.values())
-
-    def _with_more(self, consumer: Any, p: int, pace: PartitionPace) -> list[str]:
-        """Paced topics of partition ``p`` that can still deliver: their position before their
-        end offset (as last fetched), and unless held, a record delivered (or the partition
+    def _with_more(self, consumer: Any, p: int, inp: PartitionInput) -> list[str]:
+        """Paced topics of partition ``p`` that may still deliver: delivered up to before their
+        end offset (as last fetched), and unless paused, a record delivered (or the partition
         assigned) recently (STALLED_S near the end, STALLED_LONG_S otherwise)."""
         from confluent_kafka import TopicPartition
 
@@ -340,25 +353,32 @@ class EvaluatorEngine:
         out = []
         for name in PACED:
             _, high = consumer.get_watermark_offsets(TopicPartition(self.topic(name), p), cached=True)
-            left = high - self.offsets[p].get(name, 0)
+            left = high - inp.delivered.get(name, self.offsets[p].get(name, 0))
             if high < 0 or left <= 0:
                 continue  # read to its end, or nothing fetched yet to tell
-            silent = now - pace.read_at.get(name, now)
-            if name not in pace.held and silent > (STALLED_S if left <= MARKER_GAP else STALLED_LONG_S):
+            silent = now - inp.read_at.get(name, now)
+            if name not in inp.held and silent > (STALLED_S if left <= MARKER_GAP else STALLED_LONG_S):
                 continue
             out.append(name)
         return out
 
-    def _hold(self, consumer: Any, p: int, pace: PartitionPace, want: set[str]) -> None:
+    def _bound_queues(self, consumer: Any) -> None:
+        """Pause a topic-partition whose queue is long, resume it when half as long."""
         from confluent_kafka import TopicPartition
 
-        release, hold = pace.held - want, want - pace.held
-        if release:
-            consumer.resume([TopicPartition(self.topic(n), p) for n in sorted(release)])
-        if hold:
-            consumer.pause([TopicPartition(self.topic(n), p) for n in sorted(hold)])
-            self.stats.input_pauses += len(hold)
-        pace.held = want
+        bound = self.opts.max_join_buffer
+        for p, inp in self._inputs.items():
+            want = topics_to_pause({n: len(q) for n, q in inp.queues.items()}, inp.held, bound)
+            if want == inp.held:
+                continue
+            release, hold = inp.held - want, want - inp.held
+            if release:
+                consumer.resume([TopicPartition(self.topic(n), p) for n in sorted(release)])
+            if hold:
+                consumer.pause([TopicPartition(self.topic(n), p) for n in sorted(hold)])
+                self.stats.input_pauses += len(hold)
+            inp.held = want
+        self.stats.paused_inputs = sum(len(inp.held) for inp in self._inputs.values())
 
     def _wait_for_catalog(self, newest_ms: int) -> None:
         deadline = time.monotonic() + self.opts.catalog_wait_s

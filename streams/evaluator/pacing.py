@@ -1,65 +1,97 @@
-"""Which input topics of a partition to hold back so that its join buffer stays bounded.
+"""Reading a partition's topics in step, so that its join buffer stays bounded.
 
 A request waits in its partition's join buffer until its teacher and student answers are
 read. The consumer fetches each topic-partition on its own, so on a backlog one topic can run
-far ahead of another: working off 300,000 pairs, the evaluator had read 256,000 requests whose
-answers were still unread (~1.9 KB each in memory; the evaluator peaked at 1.2-2.1 GB).
+far ahead of another: working off 300,000 pairs, the evaluator once held 256,000 requests
+whose answers were still unread (~1.9 KB each in memory; it peaked at 1.2-2.1 GB).
 
-When a partition's buffer grows past a bound, its topics are read in timestamp order, as
-Kafka Streams does: a topic whose last record is newer than the oldest last record among the
-topics that still have records to read (plus a slack) is paused until the others catch up.
-That includes a topic read to its end (live, the requests topic usually is: what arrives
-next would run ahead again), but such a topic never sets the pace. The topic with the oldest
-record among those with more to read is never paused, so reading always progresses. Below
-half the bound everything resumes. Pure: the engine supplies timestamps, ends and sizes, and
-applies the answer with pause/resume.
+What the consumer delivers is kept in a queue per topic, raw, and processed from there, as
+Kafka Streams does with its partition group. While a partition's join buffer is over its
+bound, only records up to the release limit are processed: the oldest of the newest
+timestamps delivered by the topics that may still deliver more, so every topic has been read
+up to it and no join waits for an answer that was merely fetched later. A topic with nothing
+more to read (a model worker that is down) does not set the limit. A queue longer than the
+bound has its topic-partition paused until it is half as long; the topic that sets the limit
+has delivered every record it queued up to it, so its queue empties and reading goes on.
+
+An earlier version paused topics that ran ahead instead of queueing them; a released topic then
+delivered its whole prefetched queue at once, and the buffer swung to 3x its bound (docs/
+performance.md). Pure: the engine supplies timestamps, ends and sizes, and does the pausing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections import deque
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-
-SLACK_MS = 1000
-"""A topic may run this far ahead of the oldest before it is paused (producers' clocks and
-the answer latency differ by about this much)."""
-
+from typing import Any
 
 NEVER = -(1 << 62)
-"""The timestamp of a topic none of whose records was read yet: older than any."""
+"""The newest timestamp of a topic none of whose records was delivered yet: older than any."""
 
 
 @dataclass
-class PartitionPace:
-    """What the engine keeps per partition to pace it."""
+class PartitionInput:
+    """Records of one partition delivered by the consumer and not processed yet."""
 
     read_at: dict[str, float]
-    """Monotonic time of the last record read from each paced topic (at first: of assignment)."""
-    last_ts_ms: dict[str, int] = field(default_factory=dict)
-    """Timestamp of the last record read from each paced topic."""
+    """Monotonic time of the last delivery from each paced topic (at first: of assignment)."""
+    queues: dict[str, deque[Any]] = field(default_factory=dict)
+    """Topic name → records (``(timestamp ms, message)``) in offset order."""
+    newest_ms: dict[str, int] = field(default_factory=dict)
+    """The newest record timestamp delivered from each topic."""
+    delivered: dict[str, int] = field(default_factory=dict)
+    """The offset after the last record delivered from each topic."""
     held: set[str] = field(default_factory=set)
-    """The paced topics paused now."""
+    """Topics paused now because their queue is long."""
+    in_step: bool = False
+    """Processing only up to the release limit (the join buffer went over its bound)."""
+
+    def add(self, name: str, ts_ms: int, offset: int, msg: Any) -> None:
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queues[name] = deque()
+        queue.append((ts_ms, msg))
+        if ts_ms > self.newest_ms.get(name, NEVER):
+            self.newest_ms[name] = ts_ms
+        self.delivered[name] = offset + 1
+
+    def queued(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def take(self, limit_ms: int | None, limited: Collection[str]) -> list[Any]:
+        """The records to process now, each topic's in offset order: those of the ``limited``
+        topics up to ``limit_ms`` (a record over it stops its topic), all of the others."""
+        out: list[Any] = []
+        for name, queue in self.queues.items():
+            if limit_ms is None or name not in limited:
+                out.extend(msg for _, msg in queue)
+                queue.clear()
+                continue
+            while queue and queue[0][0] <= limit_ms:
+                out.append(queue.popleft()[1])
+        return out
 
 
-def topics_to_hold(
-    buffered: int,
-    limit: int,
-    held: Collection[str],
-    last_ts_ms: Mapping[str, int],
-    has_more: Collection[str],
-    slack_ms: int = SLACK_MS,
-) -> set[str]:
-    """The aligned topics of one partition to keep paused, given its join buffer size now.
+def in_step(was: bool, buffered: int, bound: int) -> bool:
+    """Whether to process in timestamp order, given what waits (the join buffer and the
+    queues): over the bound yes, at half of it or under no, in between as before. Counting
+    the queues keeps a partition in step until they are short, so that leaving it lets in
+    at most half the bound at once. ``bound`` 0: never."""
+    if bound <= 0 or buffered <= bound // 2:
+        return False
+    return True if buffered > bound else was
 
-    ``held``: the topics paused now; ``last_ts_ms``: the timestamp of the last record read
-    from each topic (absent: none yet); ``has_more``: the topics with records left to read
-    (only these set the pace). ``limit`` 0: no pacing.
-    """
-    if limit <= 0 or buffered <= limit // 2:
+
+def release_limit(newest_ms: Mapping[str, int], may_deliver: Iterable[str]) -> int | None:
+    """Records up to this timestamp may be processed: every topic that may still deliver has
+    delivered up to it. None (no such topic): everything may."""
+    return min((newest_ms.get(t, NEVER) for t in may_deliver), default=None)
+
+
+def topics_to_pause(queued: Mapping[str, int], held: Collection[str], bound: int) -> set[str]:
+    """Topics whose queue is longer than ``bound``, and those held that are not yet down to
+    half of it."""
+    if bound <= 0:
         return set()
-    if buffered <= limit and not held:
-        return set()  # between half the bound and the bound: hold nothing new
-    if not has_more:
-        return set()
-    floor = min(last_ts_ms.get(t, NEVER) for t in has_more)
-    return {t for t, ts in last_ts_ms.items() if ts > floor + slack_ms}
+    return {t for t, n in queued.items() if n > bound or (t in held and n > bound // 2)}
