@@ -2,10 +2,10 @@
 
 confluent-kafka consumes the co-partitioned input topics in batches. Each record is queued
 for its partition and topic (streams/evaluator/pacing.py), then goes to its partition's
-:class:`PartitionState`, in timestamp order across topics while the join buffer is long; outputs (rows, window partials, dead letters)
-are produced inside a Kafka transaction, and every ``checkpoint_s`` the transaction is
-committed together with each partition's state snapshot and the consumer offsets
-(KIP-447). A crash at any point rolls back to the last commit: state, outputs and input
+:class:`PartitionState`, in timestamp order across topics while the join buffer is long.
+Outputs (rows, window partials, dead letters) are produced inside a Kafka transaction, and
+every ``checkpoint_s`` the transaction is committed together with each partition's state
+snapshot and the consumer offsets (KIP-447). A crash at any point rolls back to the last commit: state, outputs and input
 position stay consistent, so nothing is lost or counted twice.
 """
 
@@ -287,10 +287,10 @@ class EvaluatorEngine:
             state = self.states.get(p)
             if state is None:
                 continue
-            pending = len(state.pending)
+            pending, queued = len(state.pending), inp.queued()
             total += pending
-            inp.in_step = in_step(inp.in_step, pending + inp.queued(), bound)
-            if not inp.queued():
+            inp.in_step = in_step(inp.in_step, pending + queued, bound)
+            if not queued:
                 continue
             limit = release_limit(inp.newest_ms, self._with_more(consumer, p, inp)) if inp.in_step else None
             ready += inp.take(limit, PACED)
