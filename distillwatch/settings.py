@@ -83,6 +83,14 @@ class LocalKafkaSettings(_Section):
         description="where resolved broker jars are kept (outside the repository)",
     )
     start_timeout_s: float = Field(default=90.0, gt=0)
+    retention_hours: int = Field(
+        default=24, ge=1,
+        description="how long the local broker keeps records; a dev and CI broker need not keep a week",
+    )
+    retention_bytes: int = Field(
+        default=1 << 30, ge=1 << 20,
+        description="most bytes the local broker keeps per topic partition (oldest segments go first)",
+    )
 
 
 class TopicSettings(_Section):

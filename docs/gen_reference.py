@@ -142,18 +142,23 @@ def type_text(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def _bound(value: float) -> str:
+    """A bound as written: ``0.5``, ``65535``, ``1,048,576`` (never ``1.04858e+06``)."""
+    return f"{value:g}" if abs(value) < 1e6 else f"{value:,.0f}"
+
+
 def bounds_text(field: FieldInfo) -> str:
     """The field's constraints (≥, >, ≤, <, pattern, at least N items)."""
     parts = []
     for m in field.metadata:
         if isinstance(m, annotated_types.Ge):
-            parts.append(f"≥ {m.ge:g}")
+            parts.append(f"≥ {_bound(m.ge)}")
         elif isinstance(m, annotated_types.Gt):
-            parts.append(f"> {m.gt:g}")
+            parts.append(f"> {_bound(m.gt)}")
         elif isinstance(m, annotated_types.Le):
-            parts.append(f"≤ {m.le:g}")
+            parts.append(f"≤ {_bound(m.le)}")
         elif isinstance(m, annotated_types.Lt):
-            parts.append(f"< {m.lt:g}")
+            parts.append(f"< {_bound(m.lt)}")
         elif isinstance(m, annotated_types.MinLen):
             text_like = field.annotation is str
             parts.append("not empty" if text_like and m.min_length == 1 else

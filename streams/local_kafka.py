@@ -165,7 +165,10 @@ def server_properties(settings: LocalKafkaSettings, logs: Path) -> str:
             "transaction.state.log.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=true",
-            "log.retention.hours=168",
+            f"log.retention.hours={settings.retention_hours}",
+            f"log.retention.bytes={settings.retention_bytes}",
+            # Segments smaller than the retention bound, so it can free disk at all.
+            f"log.segment.bytes={min(1 << 30, max(1 << 20, settings.retention_bytes // 4))}",
             "",
         ]
     )

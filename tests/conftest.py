@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 TEST_BROKER_DATA_DIR = Path.home() / ".cache" / "distillwatch" / "test-broker"
-"""Fixed, outside the repository, so broker jars and KRaft storage are reused across runs."""
+"""Fixed, outside the repository; the broker's records are removed when a session starts it."""
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +27,9 @@ def kafka_bootstrap() -> Iterator[str]:
     if produce_consume_ok(broker.bootstrap, timeout_s=10):
         yield broker.bootstrap
         return
+    # Every test makes its own topics: a session that starts the broker starts it empty, so
+    # earlier sessions' records do not pile up on disk.
+    shutil.rmtree(broker.paths.logs, ignore_errors=True)
     TEST_BROKER_DATA_DIR.mkdir(parents=True, exist_ok=True)
     broker.start(log=lambda line: print(f"[kafka_bootstrap] {line}"))
     try:
