@@ -30,7 +30,7 @@ from streams.evaluator import snapshot
 from streams.evaluator.catalog_reader import CatalogReader
 from streams.evaluator.checkpoints import read_latest
 from streams.evaluator.outputs import (
-    DEAD_LETTERS, RowBuilder, dead_letter_row, json_each_row, partial_message,
+    DEAD_LETTERS, RowBuilder, dead_letter_row, encode_rows, json_each_row, partial_message, row_headers,
 )
 from streams.evaluator.pacing import PartitionInput, in_step, release_limit, topics_to_pause
 from streams.evaluator.partition import Evaluated, PartitionState
@@ -406,10 +406,10 @@ class EvaluatorEngine:
         self._produce_rows(tables)
 
     def _collect_rows(self, items: list[Evaluated], partition: int, tables: dict[str, list[bytes]]) -> None:
-        """Each item's rows, encoded (JSONEachRow lines), added to ``tables``."""
+        """Each item's rows, encoded (outputs.encode_rows), added to ``tables``."""
         for item in items:
             for table, rows in self.rows.rows(item, partition).items():
-                tables.setdefault(table, []).append(json_each_row(rows))
+                tables.setdefault(table, []).append(encode_rows(table, rows))
             snapshot.pack_handle(item.handle)  # while its row record is at hand
 
     def _produce_rows(self, tables: dict[str, list[bytes]]) -> None:
@@ -442,7 +442,7 @@ class EvaluatorEngine:
                 self.producer.poll(0.05)
 
     def _produce_table(self, table: str, body: bytes) -> None:
-        self._send(self.topic(topics.ROWS), body, table.encode(), headers={"table": table})
+        self._send(self.topic(topics.ROWS), body, table.encode(), headers=row_headers(table))
 
     def _emit_windows(self, partition: int, windows: list[ClosedWindow], final: bool) -> None:
         for window in windows:

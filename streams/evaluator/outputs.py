@@ -1,4 +1,9 @@
-"""What the evaluator emits for the sink: rows (JSONEachRow) per table, and window partials.
+"""What the evaluator emits for the sink: rows per table, and window partials.
+
+``shadow_evaluations`` rows, one per request and most of the bytes, travel as
+JSONCompactEachRow (values in EVALUATION_COLUMNS order, the column names once per message in
+its headers): a third of the bytes of JSONEachRow and half of ClickHouse's insert CPU. The
+other tables' rows are rare and travel as JSONEachRow.
 
 Rows carry no raw customer text: the prompt as a keyed hash in ``shadow_evaluations``; a
 redacted copy only in the sampled ``shadow_payloads`` and ``distill_examples`` rows.
@@ -25,6 +30,26 @@ SHADOW_PAYLOADS = "shadow_payloads"
 DISTILL_EXAMPLES = "distill_examples"
 DEAD_LETTERS = "dead_letters"
 DEAD_LETTER_RAW_BYTES = 4096
+
+EVALUATION_COLUMNS: tuple[str, ...] = (
+    "request_id", "ts", "slice", "multi_intent", "reference_intent", "reference_source",
+    "production_reference", "copied_claims", "names_entity", "retrieval_miss", "title_age_days",
+    "new_title", "dataset_age_days", "fallback", "fallback_naive", "cost_usd", "replica_answered",
+    "replica_intent",
+    "teacher_model", "teacher_version", "teacher_present", "teacher_answered", "teacher_error",
+    "teacher_intent", "teacher_top1", "teacher_top2", "teacher_latency_ms", "teacher_checkable",
+    "teacher_wrong_claims", "teacher_unknown_entity", "teacher_all_claims_correct",
+    "student_model", "student_version", "student_present", "student_answered", "student_error",
+    "student_intent", "student_top1", "student_top2", "student_latency_ms", "student_checkable",
+    "student_wrong_claims", "student_unknown_entity", "student_all_claims_correct",
+    "prompt_hash", "student_margin", "teacher_correct", "student_correct", "teacher_fact_error",
+    "student_fact_error", "freshness", "labels", "late", "kafka_partition", "kafka_offset", "version",
+)
+"""The shadow_evaluations columns a row fills, in the order of its compact encoding (the
+table's other columns are defaults; the record's tz_offset_s and preferences are not stored)."""
+
+COMPACT_FORMAT = "JSONCompactEachRow"
+COMPACT_TABLES: dict[str, tuple[str, ...]] = {SHADOW_EVALUATIONS: EVALUATION_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -153,3 +178,20 @@ def partial_message(window: ClosedWindow, part: str, version: int, final: bool) 
 
 def json_each_row(rows: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for r in rows)
+
+
+def encode_rows(table: str, rows: list[dict[str, Any]]) -> bytes:
+    """``rows`` of ``table`` as the sink inserts them (see :func:`row_headers`)."""
+    columns = COMPACT_TABLES.get(table)
+    if columns is None:
+        return json_each_row(rows)
+    return b"".join(orjson.dumps([r[c] for c in columns], option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+                    for r in rows)
+
+
+def row_headers(table: str) -> dict[str, str]:
+    """Headers of a rows message: its table and, for compact rows, their format and columns."""
+    columns = COMPACT_TABLES.get(table)
+    if columns is None:
+        return {"table": table}
+    return {"table": table, "format": COMPACT_FORMAT, "columns": ",".join(columns)}
