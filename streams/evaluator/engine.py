@@ -104,16 +104,25 @@ class EngineStats:
     paused_inputs: int = 0
 
 
-def quiet_collector() -> None:
+FULL_COLLECTION_EVERY_S = 60.0
+
+
+def quiet_collector(at_checkpoints: bool = False) -> None:
     """Tune the cyclic garbage collector for a process that runs an evaluator.
 
     The evaluator keeps ~10^5 long-lived objects (recent evaluations, join state) and
     allocates short-lived ones per record; with the default thresholds the collector rescans
     them so often that it took ~25 % of the evaluator's time (it finds almost no cycles).
-    Objects alive now (start-up) are frozen out of its scans; young objects collected rarer.
+    Objects alive now (start-up) are frozen out of its scans. With ``at_checkpoints`` (the
+    evaluator's own process) it does not run on its own at all: the engine collects the young
+    generations at each checkpoint and everything every FULL_COLLECTION_EVERY_S, which took
+    another ~8 % off the evaluator's CPU; otherwise young objects are only collected rarer.
     """
     gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    if at_checkpoints:
+        gc.disable()
+    else:
+        gc.set_threshold(10_000, 10, 10)
 
 
 class EvaluatorEngine:
@@ -139,6 +148,7 @@ class EvaluatorEngine:
         self._dirty: set[int] = set()
         self._inputs: dict[int, PartitionInput] = {}
         self._rows_pending: dict[str, list[bytes]] = {}
+        self._full_collection = time.monotonic()
         self._rows_pending_bytes: dict[str, int] = {}
         """Per partition: records delivered and not processed yet (streams/evaluator/pacing.py)."""
         self._callback_error: Exception | None = None
@@ -263,6 +273,17 @@ class EvaluatorEngine:
             consumer.close()
             self.catalog.stop()
             self.producer.flush(30)
+
+    def _collect_garbage(self) -> None:
+        """Where the collector does not run on its own (quiet_collector), run it here."""
+        if gc.isenabled():
+            return
+        now = time.monotonic()
+        if now - self._full_collection >= FULL_COLLECTION_EVERY_S:
+            gc.collect()
+            self._full_collection = now
+        else:
+            gc.collect(1)
 
     def _begin(self) -> None:
         if not self._in_txn:
@@ -504,6 +525,7 @@ class EvaluatorEngine:
         self.producer.commit_transaction(60)
         self._in_txn = False
         self._dirty.clear()
+        self._collect_garbage()
         self.stats.checkpoints += 1
         self.stats.last_checkpoint_s = time.time()
         self.stats.open_windows = sum(len(w.open) for s in self.states.values() for w in s.windows.values())

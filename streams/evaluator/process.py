@@ -175,7 +175,7 @@ def main(stats_fd: int) -> None:
 
     threading.Thread(target=stop_watch, name="stop-watch", daemon=True).start()
     threading.Thread(target=reporter, name="stats", daemon=True).start()
-    quiet_collector()
+    quiet_collector(at_checkpoints=True)
     try:
         run_restarting(lambda: new_engine(spec), state["engine"], stopping, on_problem)
     finally:
