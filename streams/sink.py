@@ -186,7 +186,8 @@ class Sink(threading.Thread):
                 headers = dict(msg.headers() or [])
                 table = headers.get("table", msg.key() or b"").decode()
                 columns = headers["columns"].decode().split(",") if "columns" in headers else None
-                self._insert(table, msg.value(), token, headers.get("format", b"JSONEachRow").decode(), columns)
+                fmt = headers.get("format", b"JSONEachRow").decode()
+                self._insert(table, msg.value(), token, fmt, columns)
             else:
                 partial = orjson.loads(msg.value())
                 windows.add((partial["window_s"], partial["window_start"]))
@@ -204,7 +205,8 @@ class Sink(threading.Thread):
     def _insert(self, table: str, body: bytes, token: str, fmt: str = "JSONEachRow",
                 columns: list[str] | None = None) -> None:
         if fmt not in FORMAT_SETTINGS:
-            raise StoreError(f"rows for {table} in format {fmt!r}: the sink inserts only {sorted(FORMAT_SETTINGS)}")
+            raise StoreError(f"rows for {table} in format {fmt!r}: the sink inserts only "
+                             f"{sorted(FORMAT_SETTINGS)}")
         fault_injection.check_store()
         with self.lock:
             self.store.client.raw_insert(

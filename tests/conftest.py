@@ -5,8 +5,12 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from streams.clickhouse import Store
 
 TEST_BROKER_DATA_DIR = Path.home() / ".cache" / "distillwatch" / "test-broker"
 """Fixed, outside the repository; the broker's records are removed when a session starts it."""
@@ -36,3 +40,14 @@ def kafka_bootstrap() -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def migrated_store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh embedded ClickHouse store with every migration applied."""
+    from streams.clickhouse import open_store
+    from streams.migrations import migrate
+
+    with open_store(f"chdb://{tmp_path}/ch") as store:
+        migrate(store)
+        yield store

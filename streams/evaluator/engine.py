@@ -5,8 +5,9 @@ for its partition and topic (streams/evaluator/pacing.py), then goes to its part
 :class:`PartitionState`, in timestamp order across topics while the join buffer is long.
 Outputs (rows, window partials, dead letters) are produced inside a Kafka transaction, and
 every ``checkpoint_s`` the transaction is committed together with each partition's state
-snapshot and the consumer offsets (KIP-447). A crash at any point rolls back to the last commit: state, outputs and input
-position stay consistent, so nothing is lost or counted twice.
+snapshot and the consumer offsets (KIP-447). A crash at any point rolls back to the last
+commit: state, outputs and input position stay consistent, so nothing is lost or counted
+twice.
 """
 
 from __future__ import annotations
@@ -147,10 +148,12 @@ class EvaluatorEngine:
         self._assigned = False
         self._dirty: set[int] = set()
         self._inputs: dict[int, PartitionInput] = {}
-        self._rows_pending: dict[str, list[bytes]] = {}
-        self._full_collection = time.monotonic()
-        self._rows_pending_bytes: dict[str, int] = {}
         """Per partition: records delivered and not processed yet (streams/evaluator/pacing.py)."""
+        self._rows_pending: dict[str, list[bytes]] = {}
+        self._rows_pending_bytes: dict[str, int] = {}
+        """Per table: encoded rows not produced yet, and their size (_produce_rows)."""
+        self._full_collection = time.monotonic()
+        """When the collector last ran over everything (_collect_garbage)."""
         self._callback_error: Exception | None = None
         """Raised in a librdkafka callback, re-raised by the loop (from inside the callback it
         reaches Python in a form no ``except`` clause matches)."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,22 +22,11 @@ from streams.alerting.outbox import Outbox
 from streams.alerting.policy import RetryPolicy
 from streams.alerting.signing import new_secret
 from streams.alerting.targets import WebhookTarget
-from streams.clickhouse import Store, open_store
+from streams.clickhouse import Store
 from streams.evaluator.outputs import json_each_row
-from streams.migrations import migrate
 from tests.support_receiver import Receiver, Reply
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"chdb://{tmp_path}/ch")
-    migrate(s)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def notification(status: str, window_start: int, fingerprint: str = "confident_errors/region=br") -> Notification:
@@ -79,15 +66,15 @@ def run_for(box: Outbox, start: float, seconds: float, step_s: float = 1.0) -> f
     return now
 
 
-def test_receiver_down_ten_minutes_then_up_delivers_each_event_once(store: Store) -> None:
+def test_receiver_down_ten_minutes_then_up_delivers_each_event_once(migrated_store: Store) -> None:
     receiver = Receiver().start()
     port = receiver.port
     receiver.stop()  # down: connection refused
     firing, resolved = notification("firing", 1_000_020), notification("resolved", 1_000_200)
-    write_alerts(store, firing, resolved)
-    box = outbox(store, f"http://127.0.0.1:{port}")
+    write_alerts(migrated_store, firing, resolved)
+    box = outbox(migrated_store, f"http://127.0.0.1:{port}")
     now = run_for(box, 0.0, 600.0, step_s=5.0)  # ten minutes down
-    down = attempts(store)
+    down = attempts(migrated_store)
     # Exponential backoff (1, 2, 4, … s, capped at 300 s): few attempts, all retries, none
     # given up, and the resolution held back behind its firing event.
     assert all(s == "retry" for _, _, s, _ in down)
@@ -99,15 +86,15 @@ def test_receiver_down_ten_minutes_then_up_delivers_each_event_once(store: Store
         run_for(box, now, 400.0, step_s=5.0)
         got = Counter((r.json()["alerts"][0]["status"]) for r in back.requests)
     assert got == Counter({"firing": 1, "resolved": 1})
-    final = [(a, s) for a, _, s, _ in attempts(store) if s != "retry"]
+    final = [(a, s) for a, _, s, _ in attempts(migrated_store) if s != "retry"]
     assert sorted(final) == sorted([(firing.alert_id, "delivered"), (resolved.alert_id, "delivered")])
 
 
-def test_500_then_429_with_retry_after_then_400(store: Store) -> None:
+def test_500_then_429_with_retry_after_then_400(migrated_store: Store) -> None:
     event = notification("firing", 2_000_040)
-    write_alerts(store, event)
+    write_alerts(migrated_store, event)
     with Receiver([500, Reply(429, {"Retry-After": "30"}), 400]) as receiver:
-        box = outbox(store, receiver.url)
+        box = outbox(migrated_store, receiver.url)
         with http_client() as client:
             box.step(client, now=0.0)   # 500: retry after the 1 s backoff
             box.step(client, now=0.5)   # too early: nothing sent
@@ -117,12 +104,13 @@ def test_500_then_429_with_retry_after_then_400(store: Store) -> None:
             box.step(client, now=1000.0)
         sent = len(receiver.requests)
     assert sent == 3
-    assert [(n, s, h) for _, n, s, h in attempts(store)] == [(1, "retry", 500), (2, "retry", 429), (3, "failed", 400)]
+    assert [(n, s, h) for _, n, s, h in attempts(migrated_store)] == [
+        (1, "retry", 500), (2, "retry", 429), (3, "failed", 400)]
 
 
-def test_slow_receiver_times_out_and_is_retried_until_it_answers(store: Store) -> None:
+def test_slow_receiver_times_out_and_is_retried_until_it_answers(migrated_store: Store) -> None:
     event = notification("firing", 3_000_000)
-    write_alerts(store, event)
+    write_alerts(migrated_store, event)
     slow = threading.Event()
 
     class SlowThenFast(Receiver):
@@ -133,13 +121,13 @@ def test_slow_receiver_times_out_and_is_retried_until_it_answers(store: Store) -
             return super()._record(received)
 
     with SlowThenFast() as receiver:
-        box = outbox(store, receiver.url, timeout_s=1.0)
+        box = outbox(migrated_store, receiver.url, timeout_s=1.0)
         with http_client() as client:
             box.step(client, now=0.0)
             box.step(client, now=2.0)
-    statuses = [s for _, _, s, _ in attempts(store)]
+    statuses = [s for _, _, s, _ in attempts(migrated_store)]
     assert statuses == ["retry", "delivered"]
-    assert "timeout" in store.query(f"SELECT error FROM {store.database}.alert_deliveries "
+    assert "timeout" in migrated_store.query(f"SELECT error FROM {migrated_store.database}.alert_deliveries "
                                     "WHERE attempt = 1").result_rows[0][0]
 
 

@@ -4,9 +4,7 @@ stores from them exactly what it stores from the same rows as named-key JSONEach
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,12 +15,11 @@ from evaluators.offline import LogSummary, collect_labels, evaluated_requests
 from evaluators.window_state import Layout
 from simulator.traffic import TrafficConfig, World
 from streams import topics
-from streams.clickhouse import Store, open_store
+from streams.clickhouse import Store
 from streams.evaluator.outputs import (
     EVALUATION_COLUMNS, SHADOW_EVALUATIONS, RowBuilder, SamplingPolicy, encode_rows, json_each_row, row_headers,
 )
 from streams.evaluator.partition import Evaluated, Handle
-from streams.migrations import migrate
 from streams.sink import Sink
 
 pytestmark = pytest.mark.integration
@@ -66,18 +63,9 @@ def evaluation_rows(pairs: int) -> list[dict[str, Any]]:
     builder = RowBuilder(CONFIG, b"k" * 32, SamplingPolicy())
     rows: list[dict[str, Any]] = []
     for ev in evaluated_requests(lines, labels, CONFIG, summary):
-        rows.extend(builder.rows(Evaluated(ev, Handle(ev, labels.for_request(ev.request_id)), None, None, None, False), 0)[SHADOW_EVALUATIONS])
+        item = Evaluated(ev, Handle(ev, labels.for_request(ev.request_id)), None, None, None, False)
+        rows.extend(builder.rows(item, 0)[SHADOW_EVALUATIONS])
     return rows
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"chdb://{tmp_path}/ch")
-    migrate(s)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_every_row_field_is_a_column_or_known_not_stored() -> None:
@@ -86,27 +74,27 @@ def test_every_row_field_is_a_column_or_known_not_stored() -> None:
     assert set(EVALUATION_COLUMNS) <= set(row)
 
 
-def test_every_column_without_a_default_is_filled(store: Store) -> None:
-    columns = dict(store.query(
+def test_every_column_without_a_default_is_filled(migrated_store: Store) -> None:
+    columns = dict(migrated_store.query(
         "SELECT name, default_kind FROM system.columns WHERE database = {db:String} AND table = {t:String}",
-        parameters={"db": store.database, "t": SHADOW_EVALUATIONS}).result_rows)
+        parameters={"db": migrated_store.database, "t": SHADOW_EVALUATIONS}).result_rows)
     assert set(EVALUATION_COLUMNS) <= set(columns)
     assert {name for name, kind in columns.items() if kind == ""} == set(EVALUATION_COLUMNS)
 
 
-def test_compact_rows_store_what_named_rows_store(store: Store) -> None:
+def test_compact_rows_store_what_named_rows_store(migrated_store: Store) -> None:
     rows = evaluation_rows(400)
     assert any(r["student_margin"] is None for r in rows) and any(r["labels"] != "[]" for r in rows)
-    db = store.database
-    store.command(f"CREATE TABLE {db}.named_rows AS {db}.{SHADOW_EVALUATIONS}")
-    sink = Sink({}, lambda name: name, store, threading.Lock(), Layout(CONFIG), "test")
+    db = migrated_store.database
+    migrated_store.command(f"CREATE TABLE {db}.named_rows AS {db}.{SHADOW_EVALUATIONS}")
+    sink = Sink({}, lambda name: name, migrated_store, threading.Lock(), Layout(CONFIG), "test")
     sink.write([
         _Message(encode_rows(SHADOW_EVALUATIONS, rows), row_headers(SHADOW_EVALUATIONS), 1),
         _Message(json_each_row(rows), {"table": "named_rows"}, 2),  # a message without format headers
     ])
     select = f"SELECT {', '.join(EVALUATION_COLUMNS)} FROM {db}.{{table}} ORDER BY request_id"
-    compact = store.query(select.format(table=SHADOW_EVALUATIONS)).result_rows
-    named = store.query(select.format(table="named_rows")).result_rows
+    compact = migrated_store.query(select.format(table=SHADOW_EVALUATIONS)).result_rows
+    named = migrated_store.query(select.format(table="named_rows")).result_rows
     assert len(compact) == len(rows) == len(named)
     assert compact == named
     by_id = {r["request_id"]: r for r in rows}
