@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from evaluators.config import EvalConfig
-from evaluators.evaluation_codec import to_record
+from evaluators.evaluation_codec import RECORD_FIELDS, RECORD_TAIL, to_values
 from evaluators.privacy import Redactor, prompt_hash
 from evaluators.windowing import ClosedWindow
 from streams.evaluator.partition import Evaluated
@@ -31,21 +31,14 @@ DISTILL_EXAMPLES = "distill_examples"
 DEAD_LETTERS = "dead_letters"
 DEAD_LETTER_RAW_BYTES = 4096
 
-EVALUATION_COLUMNS: tuple[str, ...] = (
-    "request_id", "ts", "slice", "multi_intent", "reference_intent", "reference_source",
-    "production_reference", "copied_claims", "names_entity", "retrieval_miss", "title_age_days",
-    "new_title", "dataset_age_days", "fallback", "fallback_naive", "cost_usd", "replica_answered",
-    "replica_intent",
-    "teacher_model", "teacher_version", "teacher_present", "teacher_answered", "teacher_error",
-    "teacher_intent", "teacher_top1", "teacher_top2", "teacher_latency_ms", "teacher_checkable",
-    "teacher_wrong_claims", "teacher_unknown_entity", "teacher_all_claims_correct",
-    "student_model", "student_version", "student_present", "student_answered", "student_error",
-    "student_intent", "student_top1", "student_top2", "student_latency_ms", "student_checkable",
-    "student_wrong_claims", "student_unknown_entity", "student_all_claims_correct",
-    "prompt_hash", "student_margin", "teacher_correct", "student_correct", "teacher_fact_error",
-    "student_fact_error", "freshness", "labels", "late", "kafka_partition", "kafka_offset", "version",
+ROW_EXTRA_COLUMNS: tuple[str, ...] = (
+    "fallback", "fallback_naive", "prompt_hash", "student_margin", "teacher_correct",
+    "student_correct", "teacher_fact_error", "student_fact_error", "freshness", "labels", "late",
+    "kafka_partition", "kafka_offset", "version",
 )
-"""The shadow_evaluations columns a row fills, in the order of its compact encoding (the
+EVALUATION_COLUMNS: tuple[str, ...] = RECORD_FIELDS[:-RECORD_TAIL] + ROW_EXTRA_COLUMNS
+"""The shadow_evaluations columns a row fills, in the order of its compact encoding: the
+evaluation's record (evaluation_codec.to_values) less its tail, then what the row adds (the
 table's other columns are defaults; the record's tz_offset_s and preferences are not stored)."""
 
 COMPACT_FORMAT = "JSONCompactEachRow"
@@ -79,41 +72,45 @@ class RowBuilder:
         self.policy = policy
         self.redact = redactor or Redactor()
 
-    def rows(self, item: Evaluated, partition: int) -> dict[str, list[dict[str, Any]]]:
+    def rows(self, item: Evaluated, partition: int) -> dict[str, list[Any]]:
+        """The item's rows per table: its shadow_evaluations row as a list in
+        EVALUATION_COLUMNS order (see :func:`encode_rows`), rows of other tables as dicts."""
         ev = item.evaluation
-        meta = item.handle.meta
+        handle = item.handle
+        meta = handle.meta
         if item.request is not None:  # first evaluation: things only the raw request has
             meta["prompt_hash"] = prompt_hash(item.request.prompt, self.hash_key)
-        rec = to_record(ev)
-        item.handle.record = (ev, rec)  # for the snapshot encoder (streams.evaluator.snapshot)
+        values = to_values(ev)
+        handle.record = (ev, values)  # for the snapshot encoder (streams.evaluator.snapshot)
         s_top1, s_top2 = ev.student.top1, ev.student.top2
-        labels = item.handle.labels
-        row = rec | {
-            "prompt_hash": meta.get("prompt_hash", "0" * 64),
-            "fallback": int(bool(ev.fallback)),
-            "fallback_naive": int(bool(ev.fallback_naive)),
-            "student_margin": None if s_top1 is None or s_top2 is None else s_top1 - s_top2,
-            "teacher_correct": _opt(ev.teacher_correct),
-            "student_correct": _opt(ev.student_correct),
-            "teacher_fact_error": int(ev.teacher.fact_error),
-            "student_fact_error": int(ev.student.fact_error),
-            "freshness": "new" if ev.new_title else "established",
-            "labels": orjson.dumps([{"source": lb.source, "preferred": lb.preferred}
-                                    for lb in labels]).decode() if labels else "[]",
-            "late": int(item.late),
-            "kafka_partition": partition,
-            "kafka_offset": meta.get("offset", -1),
-            "version": item.handle.revision,
-        }
-        out = {SHADOW_EVALUATIONS: [row]}
+        labels = handle.labels
+        row = values[:-RECORD_TAIL]
+        row += (
+            int(bool(ev.fallback)),
+            int(bool(ev.fallback_naive)),
+            meta.get("prompt_hash", "0" * 64),
+            None if s_top1 is None or s_top2 is None else s_top1 - s_top2,
+            _opt(ev.teacher_correct),
+            _opt(ev.student_correct),
+            int(ev.teacher.fact_error),
+            int(ev.student.fact_error),
+            "new" if ev.new_title else "established",
+            orjson.dumps([{"source": lb.source, "preferred": lb.preferred}
+                          for lb in labels]).decode() if labels else "[]",
+            int(item.late),
+            partition,
+            meta.get("offset", -1),
+            handle.revision,
+        )
+        out: dict[str, list[Any]] = {SHADOW_EVALUATIONS: [row]}
         if item.request is not None:
-            out.update(self._samples(item, row))
+            out.update(self._samples(item, values[_TS], values[_SLICE]))
         return out
 
-    def _samples(self, item: Evaluated, row: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    def _samples(self, item: Evaluated, ts: float, slice_: dict[str, str]) -> dict[str, list[Any]]:
         ev, request = item.evaluation, item.request
         assert request is not None
-        out: dict[str, list[dict[str, Any]]] = {}
+        out: dict[str, list[Any]] = {}
         risky = (ev.reference_intent in self.config.high_risk or ev.student_correct is False
                  or ev.student.fact_error)
         reason = None
@@ -127,8 +124,8 @@ class RowBuilder:
         prompt = self.redact(request.prompt)  # only for what is kept: redaction is not cheap
         if reason is not None:
             out[SHADOW_PAYLOADS] = [{
-                "request_id": ev.request_id, "ts": row["ts"], "sample_reason": reason,
-                "slice": row["slice"], "prompt_redacted": prompt,
+                "request_id": ev.request_id, "ts": ts, "sample_reason": reason,
+                "slice": slice_, "prompt_redacted": prompt,
                 "teacher_answer_redacted": self.redact((item.teacher.answer or "") if item.teacher else ""),
                 "student_answer_redacted": self.redact((item.student.answer or "") if item.student else ""),
                 "teacher_probs": (item.teacher.intent_probs or {}) if item.teacher else {},
@@ -136,7 +133,7 @@ class RowBuilder:
             }]
         if example:
             out[DISTILL_EXAMPLES] = [{
-                "request_id": ev.request_id, "ts": row["ts"], "slice": row["slice"],
+                "request_id": ev.request_id, "ts": ts, "slice": slice_,
                 "prompt_redacted": prompt,
                 "teacher_probs": (item.teacher.intent_probs or {}) if item.teacher else {},
                 "reference_intent": ev.reference_intent or "",
@@ -148,6 +145,10 @@ class RowBuilder:
                 "version": item.handle.revision,
             }]
         return out
+
+
+_TS = RECORD_FIELDS.index("ts")
+_SLICE = RECORD_FIELDS.index("slice")
 
 
 def _opt(value: bool | None) -> int | None:
@@ -180,13 +181,18 @@ def json_each_row(rows: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for r in rows)
 
 
-def encode_rows(table: str, rows: list[dict[str, Any]]) -> bytes:
-    """``rows`` of ``table`` as the sink inserts them (see :func:`row_headers`)."""
-    columns = COMPACT_TABLES.get(table)
-    if columns is None:
+def encode_rows(table: str, rows: list[Any]) -> bytes:
+    """``rows`` of ``table`` as the sink inserts them (see :func:`row_headers`): a compact
+    table's rows are lists in its columns' order, the others' dicts."""
+    if table not in COMPACT_TABLES:
         return json_each_row(rows)
-    return b"".join(orjson.dumps([r[c] for c in columns], option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-                    for r in rows)
+    return b"".join(orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for r in rows)
+
+
+def named_row(table: str, row: Any) -> dict[str, Any]:
+    """A row by column name, whichever form :meth:`RowBuilder.rows` gave it in."""
+    columns = COMPACT_TABLES.get(table)
+    return row if columns is None else dict(zip(columns, row, strict=True))
 
 
 def row_headers(table: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ import msgspec
 
 from evaluators.catalog import Catalog
 from evaluators.config import EvalConfig
-from evaluators.evaluation_codec import from_record
+from evaluators.evaluation_codec import from_record, from_values
 from evaluators.offline import label_key
 from evaluators.request import RequestEvaluation, evaluate_request, relabel, view_of
 from evaluators.sketch import QuantileSketch
@@ -81,8 +81,9 @@ class Handle:
         """Set by the caller at first evaluation (prompt hash, Kafka offset), kept for re-emits."""
         self.packed = packed
         """The handle as snapshot bytes (streams.evaluator.snapshot); None: changed since."""
-        self.record: tuple[RequestEvaluation, dict[str, Any]] | None = None
-        """The row record of an evaluation just emitted, handed to the snapshot encoder so it
+        self.record: tuple[RequestEvaluation, list[Any]] | None = None
+        """The record (evaluation_codec.to_values) of an evaluation just emitted, handed to the
+        snapshot encoder so it
         is not computed twice (dropped once the handle is packed)."""
         self.ts: float = evaluation.ts.timestamp() if evaluation is not None else ts  # type: ignore[assignment]
         """The request's event time (eviction order)."""
@@ -92,7 +93,9 @@ class Handle:
         ev = self._evaluation
         if ev is None:
             assert self.packed is not None
-            ev = self._evaluation = from_record(msgspec.msgpack.decode(self.packed)["record"])
+            snap = msgspec.msgpack.decode(self.packed)
+            values = snap.get("values")
+            ev = self._evaluation = from_values(values) if values is not None else from_record(snap["record"])
         return ev
 
     @evaluation.setter

@@ -130,3 +130,23 @@ def test_snapshots_that_reuse_unchanged_pieces_restore_the_state_at_each_checkpo
             state.snapshot_cache = cache
             checkpoints += 1
     assert checkpoints >= 10 and evicted > 100 and relabelled > 30 and revised_retained >= 3
+
+
+def test_handles_packed_by_name_before_values_still_load() -> None:
+    """Snapshots written before handles held to_values lists kept the record by field name."""
+    import msgspec
+
+    state = _fed_state(True)
+    for h in state.handles.values():  # re-pack every handle as the earlier code did
+        ev = h.evaluation
+        h.packed = msgspec.msgpack.encode({"record": to_record(ev), "labels": h.labels,
+                                           "revision": h.revision, "meta": h.meta})
+        h.release()
+    state.snapshot_cache = None
+    fresh = PartitionState(CONFIG, LAYOUT, [60, 3600], 120.0, 1800.0)
+    snapshot.load(snapshot.dump(state, {"x": 1}), fresh)
+    reference = _fed_state(True)
+    assert list(fresh.handles) == list(reference.handles)
+    for rid, h in reference.handles.items():
+        assert to_record(fresh.handles[rid].evaluation) == to_record(h.evaluation)
+        assert fresh.handles[rid].ts == h.ts
