@@ -1,9 +1,9 @@
 """Publish a replay log to the shadow topics (DESIGN §4), confirming every delivery.
 
 Each valid line's messages go to their topics keyed by request_id (catalog: entity_id) with
-their original JSON, extra fields included. A line that breaks the contract is published as
-raw bytes to ``shadow.requests``, where the evaluator dead-letters it, so ``replay`` and
-``evaluate`` agree on what was invalid.
+their original JSON bytes, extra fields included (cut out of the line, not re-encoded). A
+line that breaks the contract is published as raw bytes to ``shadow.requests``, where the
+evaluator dead-letters it, so ``replay`` and ``evaluate`` agree on what was invalid.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import msgspec
 
 from distillwatch.settings import Settings
 from schemas.errors import ContractError
@@ -57,25 +57,41 @@ class Pacer:
                 time.sleep(ahead)
 
 
+_NULL = msgspec.Raw(b"null")
+
+
+class _Parts(msgspec.Struct):
+    """A line's messages as the JSON text they were written in (absent or null: ``null``)."""
+
+    request: msgspec.Raw = _NULL
+    teacher: msgspec.Raw = _NULL
+    student: msgspec.Raw = _NULL
+    teacher_replica: msgspec.Raw = _NULL
+    catalog: msgspec.Raw = _NULL
+    label: msgspec.Raw = _NULL
+
+
+_parts = msgspec.json.Decoder(_Parts)
+
+
 def messages_of(raw: bytes) -> list[tuple[str, bytes | None, bytes]]:
     """(topic, key, value) for one log line; an invalid line is one raw record."""
     try:
-        parse_line_fast(raw)
+        line = parse_line_fast(raw)
     except ContractError:
         return [(topics.REQUESTS, None, raw.rstrip(b"\r\n"))]
-    data: dict[str, Any] = orjson.loads(raw)
-    if "catalog" in data:
-        record = data["catalog"]
-        return [(topics.CATALOG, record["entity_id"].encode(), orjson.dumps(record))]
-    if "label" in data:
-        label = data["label"]
-        return [(topics.LABELS, label["request_id"].encode(), orjson.dumps(label))]
-    request = data["request"]
-    key = request["request_id"].encode()
-    out = [(topics.REQUESTS, key, orjson.dumps(request))]
-    for role, topic in ROLE_TOPICS.items():
-        if data.get(role) is not None:
-            out.append((topic, key, orjson.dumps(data[role])))
+    parts = _parts.decode(raw)  # a valid line is JSON: this only cuts it into its messages
+    if line.catalog is not None:
+        return [(topics.CATALOG, line.catalog.entity_id.encode(), bytes(parts.catalog))]
+    if line.label is not None:
+        return [(topics.LABELS, line.label.request_id.encode(), bytes(parts.label))]
+    assert line.request is not None  # a valid line holds exactly one of the three
+    key = line.request.request_id.encode()
+    out = [(topics.REQUESTS, key, bytes(parts.request))]
+    for topic, part in ((topics.TEACHER, parts.teacher), (topics.STUDENT, parts.student),
+                        (topics.TEACHER_REPLICA, parts.teacher_replica)):
+        if part != _NULL:
+            out.append((topic, key, bytes(part)))
     return out
 
 
@@ -107,6 +123,8 @@ def replay(
                 report.errors.append(str(err))
 
     pacer = Pacer(rate)
+    names = {t: settings.topic(t)
+             for t in (topics.REQUESTS, topics.CATALOG, topics.LABELS, *ROLE_TOPICS.values())}
     for raw in lines:
         if not raw.strip():
             continue
@@ -121,7 +139,7 @@ def replay(
                 continue
             while True:
                 try:
-                    producer.produce(settings.topic(topic), value, key, on_delivery=on_delivery)
+                    producer.produce(names[topic], value, key, on_delivery=on_delivery)
                     break
                 except BufferError:  # local queue full: let deliveries drain
                     producer.poll(0.5)
