@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 from evaluators.config import EvalConfig
 from evaluators.offline import LogSummary, collect_rarely, evaluate_log
 from evaluators.offline_parallel import default_workers
+from schemas.replay import open_log
 from simulator.traffic import TrafficConfig, World
 
 
@@ -50,7 +51,7 @@ def run(log: Path, window_s: int, workers: int | None = None) -> dict[str, float
     started = time.perf_counter()
     cpu0 = time.process_time()
     with collect_rarely():  # as the evaluate command runs it
-        rows = sum(1 for _ in evaluate_log(lambda: open(log, "rb"), EvalConfig(), window_s, 120, summary,
+        rows = sum(1 for _ in evaluate_log(lambda: open_log(log), EvalConfig(), window_s, 120, summary,
                                            workers=workers))
     wall = time.perf_counter() - started
     children = resource.getrusage(resource.RUSAGE_CHILDREN)

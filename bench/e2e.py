@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from schemas.replay import open_log
 from streams import topics
 from streams.replay import replay
 
@@ -168,7 +169,7 @@ class Published:
         self.errors: list[str] = []
 
     def lines(self) -> Iterator[bytes]:
-        with open(self.path, "rb") as handle:
+        with open_log(self.path) as handle:
             for raw in handle:
                 if self.rename is not None:
                     raw = raw.replace(b'"req-', self.rename)

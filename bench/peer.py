@@ -24,6 +24,7 @@ from evaluators.config import EvalConfig
 from evaluators.offline import LogSummary, collect_labels, evaluated_requests
 from schemas.errors import ContractError
 from schemas.fastpath import parse_line_fast
+from schemas.replay import open_log
 
 REQUIREMENTS = ("evidently==0.7.23", "pandas==2.3.3")
 WORKER = Path(__file__).with_name("peer_evidently_worker.py")
@@ -66,12 +67,12 @@ def export_pairs(log: Path, out: Path, config: EvalConfig) -> int:
     a human label, else the request's reference, else the teacher's top-1), the student's top-1
     and its class probabilities. Pairs without a student answer or a reference are left out."""
     summary = LogSummary()
-    with open(log, "rb") as handle:
+    with open_log(log) as handle:
         labels = collect_labels(handle, summary)
     probs: dict[str, dict[str, float]] = {}
 
     def lines() -> Any:  # keep the student's probabilities of each request on the way through
-        with open(log, "rb") as handle:
+        with open_log(log) as handle:
             for raw in handle:
                 if raw.startswith(b'{"request"'):
                     try:

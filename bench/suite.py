@@ -24,6 +24,7 @@ from typing import Any
 from bench import e2e
 from bench.bench_evaluate import make_log
 from evaluators.config import EvalConfig
+from schemas.replay import open_log
 from simulator.traffic import TrafficConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ TARGETS = {"end_to_end_pairs_per_s": 10_000, "offline_pairs_per_s": 50_000, "pee
 def count_records(log: Path) -> tuple[int, int]:
     """(pairs, input records: request + each answer, and labels) of a log."""
     pairs = records = 0
-    with open(log, "rb") as handle:
+    with open_log(log) as handle:
         for raw in handle:
             if raw.startswith(b'{"request"'):
                 pairs += 1

@@ -7,7 +7,8 @@ JSON/UTF-8, or any message on it that breaks the contract, makes the whole line 
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
@@ -17,6 +18,16 @@ from schemas.messages import CatalogRecord, Label, ModelResponse, ShadowRequest
 from schemas.validation import decode_json, validate
 
 RESPONSE_ROLES = ("teacher", "student", "teacher_replica")
+
+LOG_BUFFER_BYTES = 1 << 20
+"""Read buffer for a replay log. Its lines are ~1.5 KB: with Python's default 8 KB buffer,
+iterating over them cost ~1.9 µs a line, ~0.4 µs with 1 MB (measured on 330,000 lines), and
+``evaluate`` reads every line twice."""
+
+
+def open_log(path: Path | str) -> BinaryIO:
+    """A replay log opened for reading its lines (binary, with a large buffer)."""
+    return open(path, "rb", buffering=LOG_BUFFER_BYTES)
 
 
 class RequestLine(BaseModel):

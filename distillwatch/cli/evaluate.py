@@ -19,6 +19,7 @@ from evaluators.offline import LogSummary, collect_rarely, evaluate_log
 from evaluators.offline_parallel import WorkerFailed, default_workers
 from evaluators.readout import MetricRow
 from schemas.messages import utc_timestamp
+from schemas.replay import open_log
 
 SHOWN_REASONS = 20
 
@@ -66,7 +67,7 @@ def row_text(row: MetricRow) -> str:
 
 
 def read_lines(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
+    with open_log(path) as handle:
         yield from handle
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from distillwatch.cli.context import console_err, fail, settings_of
+from schemas.replay import open_log
 from streams.replay import ROLE_TOPICS, ReplayReport, replay as publish
 
 
@@ -29,7 +30,7 @@ def replay(
                 f"{r.lines} lines, {r.pairs} pairs, {r.produced} records sent, "
                 f"{r.delivered} acknowledged, {r.failed} failed", markup=False)
 
-    with open(log, "rb") as handle:
+    with open_log(log) as handle:
         skip = frozenset(ROLE_TOPICS.values()) if requests_only else frozenset()
         report = publish(handle, settings, rate=rate, progress=progress, skip_topics=skip)
     console_err.print(

@@ -16,6 +16,7 @@ import orjson
 
 from schemas.errors import ConfigError, ContractError
 from schemas.fastpath import line_kind, parse_line_fast
+from schemas.replay import open_log
 from streams.backends.base import Prediction, RequestLike
 
 NO_RESPONSE = "no_recorded_response"
@@ -39,7 +40,7 @@ class ReplayBackend:
     def from_file(cls, path: Path | str, role: str) -> ReplayBackend:
         """Read and index a replay log; ConfigError if it cannot be read."""
         try:
-            with open(path, "rb") as handle:
+            with open_log(path) as handle:
                 return cls(handle, role)
         except OSError as exc:
             raise ConfigError(f"cannot read replay log {path}: {exc.strerror}") from None

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from distillwatch.settings import Settings
+from schemas.replay import open_log
 from streams import topics
 from streams.alerting.signing import new_secret
 from streams.demo.receiver import PageReceiver
@@ -234,7 +235,7 @@ class Demo:
     def _merged_lines(self) -> Iterator[bytes]:
         """The scenario logs interleaved by event time, as production would mirror them."""
         def keyed(path: Path) -> Iterator[tuple[str, int, bytes]]:
-            with open(path, "rb") as handle:
+            with open_log(path) as handle:
                 for i, line in enumerate(handle):
                     ts = ""
                     if line.startswith(b'{"request"'):
