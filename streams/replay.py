@@ -88,8 +88,8 @@ def messages_of(raw: bytes) -> list[tuple[str, bytes | None, bytes]]:
     assert line.request is not None  # a valid line holds exactly one of the three
     key = line.request.request_id.encode()
     out = [(topics.REQUESTS, key, bytes(parts.request))]
-    for topic, part in ((topics.TEACHER, parts.teacher), (topics.STUDENT, parts.student),
-                        (topics.TEACHER_REPLICA, parts.teacher_replica)):
+    for role, topic in ROLE_TOPICS.items():
+        part = getattr(parts, role)
         if part != _NULL:
             out.append((topic, key, bytes(part)))
     return out

@@ -83,8 +83,7 @@ class Handle:
         """The handle as snapshot bytes (streams.evaluator.snapshot); None: changed since."""
         self.record: tuple[RequestEvaluation, list[Any]] | None = None
         """The record (evaluation_codec.to_values) of an evaluation just emitted, handed to the
-        snapshot encoder so it
-        is not computed twice (dropped once the handle is packed)."""
+        snapshot encoder so it is not computed twice (dropped once the handle is packed)."""
         self.ts: float = evaluation.ts.timestamp() if evaluation is not None else ts  # type: ignore[assignment]
         """The request's event time (eviction order)."""
 

@@ -137,6 +137,7 @@ def test_handles_packed_by_name_before_values_still_load() -> None:
     import msgspec
 
     state = _fed_state(True)
+    want = {rid: (to_record(h.evaluation), h.ts) for rid, h in state.handles.items()}
     for h in state.handles.values():  # re-pack every handle as the earlier code did
         ev = h.evaluation
         h.packed = msgspec.msgpack.encode({"record": to_record(ev), "labels": h.labels,
@@ -145,8 +146,6 @@ def test_handles_packed_by_name_before_values_still_load() -> None:
     state.snapshot_cache = None
     fresh = PartitionState(CONFIG, LAYOUT, [60, 3600], 120.0, 1800.0)
     snapshot.load(snapshot.dump(state, {"x": 1}), fresh)
-    reference = _fed_state(True)
-    assert list(fresh.handles) == list(reference.handles)
-    for rid, h in reference.handles.items():
-        assert to_record(fresh.handles[rid].evaluation) == to_record(h.evaluation)
-        assert fresh.handles[rid].ts == h.ts
+    assert list(fresh.handles) == list(want)
+    for rid, (record, ts) in want.items():
+        assert (to_record(fresh.handles[rid].evaluation), fresh.handles[rid].ts) == (record, ts)
