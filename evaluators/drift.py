@@ -112,15 +112,27 @@ class DriftBank:
 
     def update(self, detector: str, slice_key: str, x: float | Sequence[float]) -> bool:
         """Feed one value (or one window's sample, for KSWIN); False for slices not watched."""
+        d = self.detector(detector, slice_key)
+        return False if d is None else bool(d.update(x))
+
+    def watch(self, slices: Iterable[str]) -> None:
+        """Watch these slices too."""
+        new = frozenset(slices) - self.slices
+        if new:
+            self.slices = self.slices | new
+
+    def detector(self, detector: str, slice_key: str) -> DriftDetector | None:
+        """The detector itself (created on first use), to feed many values without a lookup
+        each; None for a slice not watched."""
         if detector not in self.factories:
             raise KeyError(f"unknown detector {detector!r}; known: {sorted(self.factories)}")
         if slice_key not in self.slices:
-            return False
+            return None
         key = (detector, slice_key)
         d = self._detectors.get(key)
         if d is None:
             d = self._detectors[key] = self.factories[detector]()
-        return bool(d.update(x))
+        return d
 
     def update_slices(self, detector: str, slice_keys: Iterable[str], x: float | Sequence[float]) -> list[str]:
         """Feed one request's value to every watched slice it belongs to; the drifting ones."""

@@ -249,12 +249,22 @@ class Alerter:
         return n
 
     def _requests(self, start: int, size: int) -> list[tuple[dict[str, str], int | None, int, float | None]]:
+        """The window's answered requests in event-time order, for the drift detectors. Their
+        slice is read as slice_json (one dictionary-encoded string; the map column costs more
+        to read) and decoded once per distinct value, so equal slices share one dict."""
         rows = self._query(
-            "SELECT slice, student_correct, fallback, student_top1 "
+            "SELECT slice_json, student_correct, fallback, student_top1 "
             f"FROM {self.store.database}.shadow_evaluations FINAL "
             "WHERE ts >= toDateTime64({w:Int64}, 3, 'UTC') AND ts < toDateTime64({e:Int64}, 3, 'UTC') "
             "AND student_answered = 1 ORDER BY ts, request_id", {"w": start, "e": start + size})
-        return [(dict(sl), c, int(f), t) for sl, c, f, t in rows]
+        slices: dict[str, dict[str, str]] = {}
+        out = []
+        for text, c, f, t in rows:
+            sl = slices.get(text)
+            if sl is None:
+                sl = slices[text] = orjson.loads(text)
+            out.append((sl, c, int(f), t))
+        return out
 
     def _drift_notification(self, e: DriftEvent) -> Notification:
         fingerprint = f"{e.rule}/{e.slice}"
