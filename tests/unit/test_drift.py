@@ -94,3 +94,52 @@ def test_drift_bank_state_round_trips() -> None:
     ]
     with pytest.raises(TypeError):
         DriftBank.from_bytes(pickle.dumps({"not": "a bank"}))
+
+
+def _window_of_requests(rng: np.random.Generator, n: int, error_rate: float, fallback_rate: float
+                        ) -> list[tuple[dict[str, str], int | None, int, float | None]]:
+    regions, devices = ("eu", "us", "jp"), ("ios", "web")
+    out: list[tuple[dict[str, str], int | None, int, float | None]] = []
+    for _ in range(n):
+        slice_map = {"region": str(rng.choice(regions)), "device": str(rng.choice(devices))}
+        correct = None if rng.random() < 0.05 else int(rng.random() >= error_rate)
+        out.append((slice_map, correct, int(rng.random() < fallback_rate), float(rng.random())))
+    return out
+
+
+def test_drift_watch_feeds_each_slice_in_request_order_whether_or_not_maps_are_shared() -> None:
+    """The watch looks detectors up once per slice map: requests sharing one map object (as
+    the alerter reads them) and requests with equal maps of their own give the same events,
+    and both match detectors fed directly, request by request, per slice."""
+    from streams.alerting.drift_watch import DriftWatch
+
+    rng = np.random.default_rng(5)
+    windows = [_window_of_requests(rng, 3000, 0.1 if w < 4 else 0.4, 0.1 if w < 4 else 0.3)
+               for w in range(8)]
+    shared_maps: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+    shared = [[(shared_maps.setdefault(tuple(m.items()), m), c, f, t) for m, c, f, t in w] for w in windows]
+    own = [[(dict(m), c, f, t) for m, c, f, t in w] for w in windows]
+    a, b = DriftWatch(hold_windows=3), DriftWatch(hold_windows=3)
+    events_a = [a.step(i * 60, 60, w) for i, w in enumerate(shared)]
+    events_b = [b.step(i * 60, 60, w) for i, w in enumerate(own)]
+    assert events_a == events_b
+
+    # Reference: one ADWIN and one Page-Hinkley per slice, fed directly; the windows in which
+    # each first detects must be where the watch opened its alerts.
+    adwin: dict[str, Adwin] = {}
+    ph: dict[str, PageHinkley] = {}
+    first: dict[tuple[str, str], int] = {}
+    for i, w in enumerate(windows):
+        for slice_map, correct, fallback, _ in w:
+            for s in ["all"] + [f"{k}={v}" for k, v in sorted(slice_map.items())]:
+                if correct is not None and adwin.setdefault(s, Adwin()).update(1 - correct):
+                    first.setdefault(("adwin", s), i)
+                if ph.setdefault(s, PageHinkley()).update(fallback):
+                    first.setdefault(("page_hinkley", s), i)
+    opened = {}
+    for i, evs in enumerate(events_a):
+        for e in evs:
+            if e.kind == "firing" and e.detector != "kswin":
+                opened.setdefault((e.detector, e.slice), i)
+    assert opened == first
+    assert any(d == "page_hinkley" for d, _ in first)  # the jump is caught at all
