@@ -12,10 +12,11 @@ Memory: open windows × slices, plus the catalog, the labels and the set of requ
 (exact de-duplication needs the ids), never the requests themselves.
 
 Pass 2 can be split across processes by request id (:class:`Shard`, run by
-evaluators/offline_parallel.py): every shard reads and validates every line, applies every
-catalog record and tracks every id, but evaluates only its own requests; the others only move
-its watermark, so each shard closes the same windows at the same lines as one process would,
-and the shards' window states add up to one process's.
+evaluators/offline_parallel.py): every shard reads every line, applies every catalog record
+and tracks every id, but validates and evaluates only its own requests (another shard's are
+read for their id and time only, and checked by their owner); the others only move its
+watermark, so each shard closes the same windows at the same lines as one process would, and
+the shards' window states add up to one process's.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import msgspec
+
 from evaluators.catalog import Catalog
 from evaluators.config import EvalConfig
 from evaluators.readout import MetricRow, window_rows
@@ -36,7 +39,7 @@ from evaluators.window_state import Layout
 from evaluators.windowing import ClosedWindow, TumblingWindows
 from evaluators.inputs import LabelLike
 from schemas.errors import ContractError
-from schemas.fastpath import Label, parse_line_fast
+from schemas.fastpath import Aware, Id, Label, parse_line_fast
 
 LineSource = Callable[[], Iterable[bytes]]
 """Returns a fresh iterator over the log's lines each time it is called."""
@@ -130,6 +133,36 @@ def collect_labels(lines: Iterable[bytes], summary: LogSummary) -> LabelBook:
     return labels
 
 
+class _RequestKey(msgspec.Struct, gc=False):
+    request_id: Id
+    ts: Aware
+
+
+class _KeyLine(msgspec.Struct, gc=False):
+    request: _RequestKey | None = None
+
+
+_key_decoder = msgspec.json.Decoder(_KeyLine)
+
+
+def request_key(raw: bytes) -> tuple[str, float] | None:
+    """(request id, event time) of what reads as a request line, the rest of it skipped
+    unvalidated (~1.3 µs against ~3.9 µs for the whole line); None for any other line."""
+    try:
+        request = _key_decoder.decode(raw).request
+    except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
+        return None
+    return None if request is None else (request.request_id, request.ts.timestamp())
+
+
+class SpeculationFailed(Exception):
+    """A line read as a request by :func:`request_key` is not that request when validated."""
+
+    def __init__(self, line_no: int) -> None:
+        super().__init__(f"line {line_no} reads as a request but is not a valid one")
+        self.line_no = line_no
+
+
 @dataclass(frozen=True)
 class Shard:
     """The requests one of ``count`` processes evaluates: those whose id hashes to ``index``."""
@@ -157,23 +190,46 @@ def evaluated_requests(
 
 def _first_requests(
     lines: Iterable[bytes], labels: LabelBook, config: EvalConfig, summary: LogSummary,
-    catalog: Catalog | None, owns: Callable[[str], bool] | None,
+    catalog: Catalog | None, owns: Callable[[str], bool] | None, speculate: bool = False,
 ) -> Iterator[RequestEvaluation | float]:
     """Pass 2 itself. With ``owns``, a valid first-seen request it does not own is not
-    evaluated: its event time (epoch seconds, a float) is yielded instead."""
+    evaluated: its event time (epoch seconds, a float) is yielded instead.
+
+    With ``speculate`` as well, a line that :func:`request_key` reads as a request of another
+    shard is taken to be valid without validating it; its owner validates it, and raises
+    :class:`SpeculationFailed` if it is not the request it read as (then every shard's view
+    of the lines before it was right, and the caller starts again without speculating).
+    """
     catalog = catalog if catalog is not None else Catalog()
     seen: set[str] = set()
     labels_of = labels.for_request
     line_no = 0
+    key = None
+    speculative_owns = owns if speculate else None
     for line_no, raw in enumerate(lines, start=1):  # noqa: B007 (counted in summary below)
         if not raw or raw.isspace():  # no copy of the line, unlike strip()
             continue
+        if speculative_owns is not None:
+            key = request_key(raw)
+            if key is not None and not speculative_owns(key[0]):
+                if key[0] in seen:
+                    summary.duplicates += 1
+                else:
+                    seen.add(key[0])
+                    summary.requests += 1
+                    yield key[1]
+                continue
         try:
             line = parse_line_fast(raw)
         except ContractError as exc:
+            if key is not None:
+                raise SpeculationFailed(line_no) from exc
             summary.reject(line_no, exc)
             continue
         request = line.request
+        if key is not None and (request is None or request.request_id != key[0]
+                                or request.ts.timestamp() != key[1]):
+            raise SpeculationFailed(line_no)
         if request is None:
             if line.catalog is not None:
                 summary.catalog_records += 1
@@ -224,14 +280,15 @@ def evaluate_log(
 
 def closed_windows(
     source: LineSource, labels: LabelBook, config: EvalConfig, window_s: int, grace_s: float,
-    summary: LogSummary, shard: Shard | None = None,
+    summary: LogSummary, shard: Shard | None = None, speculate: bool = False,
 ) -> Iterator[ClosedWindow]:
     """Pass 2 into windows: every window as it closes, in order (of ``shard``'s requests only,
-    closed when one process would close it, when a shard is given)."""
+    closed when one process would close it, when a shard is given; ``speculate``: see
+    :func:`_first_requests`)."""
     windows = TumblingWindows(window_s, grace_s, Layout(config))
     slicer = Slicer(config)
     owns = shard.owns if shard is not None else None
-    for item in _first_requests(source(), labels, config, summary, None, owns):
+    for item in _first_requests(source(), labels, config, summary, None, owns, speculate and owns is not None):
         if isinstance(item, float):
             windows.advance(item)
         else:

@@ -96,3 +96,41 @@ def test_shard_and_worker_arguments_are_checked(tmp_path: Path) -> None:
     small = tmp_path / "small.jsonl"
     small.write_bytes(b"\n")
     assert default_workers(small) == 1  # a small log is not worth a fork
+
+
+def _with_a_bad_request_late(path: Path, out: Path) -> tuple[Path, int]:
+    """The log with one request line, ~80 % of the way in, made invalid where only full
+    validation sees it (a negative latency): its id and time still read fine."""
+    lines = path.read_bytes().splitlines()
+    at = next(i for i in range(len(lines) * 4 // 5, len(lines))
+              if lines[i].startswith(b'{"request"') and b'"latency_ms":' in lines[i])
+    line = orjson.loads(lines[at])
+    for role in ("teacher", "student"):
+        if line.get(role):
+            line[role]["latency_ms"] = -5.0
+            break
+    lines[at] = orjson.dumps(line)
+    out.write_bytes(b"\n".join(lines) + b"\n")
+    return out, at + 1
+
+
+def test_a_request_line_invalid_beyond_its_id_and_time_gives_one_process_rows(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Workers read other workers' request lines for id and time only; the owner of a line
+    that reads as a request but is invalid makes pass 2 start over validating every line,
+    and the rows and counts are still one process's."""
+    from evaluators.offline import request_key
+
+    log, bad_line = _with_a_bad_request_late(_awkward_log(tmp_path / "log.jsonl"), tmp_path / "bad.jsonl")
+    assert request_key(log.read_bytes().splitlines()[bad_line - 1]) is not None
+    one_rows, one = _run(log, 1)
+    assert bad_line in [line for line, _ in one.reasons]
+    with caplog.at_level("INFO", logger="evaluators.offline_parallel"):
+        many_rows, many = _run(log, 2)
+    assert "reading every line in every worker" in caplog.text
+    assert len(many_rows) == len(one_rows)
+    for r1, rn in zip(one_rows, many_rows, strict=True):
+        for field in r1.__dataclass_fields__:
+            assert _same(getattr(r1, field), getattr(rn, field)), (field, r1, rn)
+    for field in ("lines", "requests", "duplicates", "invalid", "late_events", "reason_counts"):
+        assert getattr(many, field) == getattr(one, field), field
