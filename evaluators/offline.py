@@ -11,18 +11,18 @@ stream judges it.
 Memory: open windows × slices, plus the catalog, the labels and the set of request ids seen
 (exact de-duplication needs the ids), never the requests themselves.
 
-Pass 2 can be split across processes by request id (:class:`Shard`, run by
-evaluators/offline_parallel.py): every shard reads every line, applies every catalog record
-and tracks every id, but validates and evaluates only its own requests (another shard's are
-read for their id and time only, and checked by their owner); the others only move its
-watermark, so each shard closes the same windows at the same lines as one process would, and
-the shards' window states add up to one process's.
+Pass 2 can be split across processes by line (:class:`Shard`, run by
+evaluators/offline_parallel.py), each shard owning every n-th line: every shard reads every
+line, applies every catalog record and tracks every id, but validates and evaluates only the
+requests on its own lines (another shard's request lines are read for their id and time
+only, and checked by their owner); the others only move its watermark, so each shard closes
+the same windows at the same lines as one process would, and the shards' window states add
+up to one process's.
 """
 
 from __future__ import annotations
 
 import gc
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -39,7 +39,7 @@ from evaluators.window_state import Layout
 from evaluators.windowing import ClosedWindow, TumblingWindows
 from evaluators.inputs import LabelLike
 from schemas.errors import ContractError
-from schemas.fastpath import Aware, Id, Label, parse_line_fast
+from schemas.fastpath import Aware, Id, Label, Line, parse_line_fast, parse_line_strict
 
 LineSource = Callable[[], Iterable[bytes]]
 """Returns a fresh iterator over the log's lines each time it is called."""
@@ -147,7 +147,10 @@ _key_decoder = msgspec.json.Decoder(_KeyLine)
 
 def request_key(raw: bytes) -> tuple[str, float] | None:
     """(request id, event time) of what reads as a request line, the rest of it skipped
-    unvalidated (~1.3 µs against ~3.9 µs for the whole line); None for any other line."""
+    unvalidated (~1.3 µs against ~3.9 µs for the whole line); None for any other line.
+
+    For a line msgspec accepts whole (:func:`~schemas.fastpath.parse_line_strict`) this is its
+    request's id and time: the same JSON through the same field types."""
     try:
         request = _key_decoder.decode(raw).request
     except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
@@ -165,7 +168,11 @@ class SpeculationFailed(Exception):
 
 @dataclass(frozen=True)
 class Shard:
-    """The requests one of ``count`` processes evaluates: those whose id hashes to ``index``."""
+    """The lines one of ``count`` processes evaluates: every ``count``-th, from line ``index``.
+
+    By line, not by request id: every shard tracks every id, so the first valid line of an id
+    is evaluated once, by that line's owner, and a shard knows what it owns before reading a
+    line (see :func:`_first_requests`)."""
 
     index: int
     count: int
@@ -174,9 +181,8 @@ class Shard:
         if not 0 <= self.index < self.count:
             raise ValueError(f"shard {self.index} of {self.count}: expected 0 <= index < count")
 
-    def owns(self, request_id: str) -> bool:
-        # crc32, not hash(): the same in every process whatever PYTHONHASHSEED says
-        return zlib.crc32(request_id.encode()) % self.count == self.index
+    def owns(self, line_no: int) -> bool:
+        return line_no % self.count == self.index
 
 
 def evaluated_requests(
@@ -190,46 +196,50 @@ def evaluated_requests(
 
 def _first_requests(
     lines: Iterable[bytes], labels: LabelBook, config: EvalConfig, summary: LogSummary,
-    catalog: Catalog | None, owns: Callable[[str], bool] | None, speculate: bool = False,
+    catalog: Catalog | None, shard: Shard | None, speculate: bool = False,
 ) -> Iterator[RequestEvaluation | float]:
-    """Pass 2 itself. With ``owns``, a valid first-seen request it does not own is not
-    evaluated: its event time (epoch seconds, a float) is yielded instead.
+    """Pass 2 itself. With a ``shard``, a valid first-seen request on a line it does not own
+    is not evaluated: its event time (epoch seconds, a float) is yielded instead.
 
-    With ``speculate`` as well, a line that :func:`request_key` reads as a request of another
-    shard is taken to be valid without validating it; its owner validates it, and raises
-    :class:`SpeculationFailed` if it is not the request it read as (then every shard's view
-    of the lines before it was right, and the caller starts again without speculating).
+    With ``speculate`` as well, a line of another shard that :func:`request_key` reads as a
+    request is taken to be that valid request without validating it. Its owner validates it,
+    and raises :class:`SpeculationFailed` if it is not (then every shard's view of the lines
+    before it was right, and the caller starts again without speculating).
     """
     catalog = catalog if catalog is not None else Catalog()
     seen: set[str] = set()
     labels_of = labels.for_request
+    count, index = (shard.count, shard.index) if shard is not None else (1, 0)
     line_no = 0
-    key = None
-    speculative_owns = owns if speculate else None
     for line_no, raw in enumerate(lines, start=1):  # noqa: B007 (counted in summary below)
         if not raw or raw.isspace():  # no copy of the line, unlike strip()
             continue
-        if speculative_owns is not None:
-            key = request_key(raw)
-            if key is not None and not speculative_owns(key[0]):
-                if key[0] in seen:
-                    summary.duplicates += 1
-                else:
-                    seen.add(key[0])
-                    summary.requests += 1
-                    yield key[1]
+        mine = line_no % count == index  # Shard.owns, inline: this runs per line
+        line = None
+        if speculate:
+            if not mine:
+                key = request_key(raw)
+                if key is not None:  # taken to be valid; its owner checks
+                    if key[0] in seen:
+                        summary.duplicates += 1
+                    else:
+                        seen.add(key[0])
+                        summary.requests += 1
+                        yield key[1]
+                    continue
+            else:
+                line = parse_line_strict(raw)
+                if line is None:  # pydantic decides; is it what the others read it as?
+                    line = _checked_against_key(raw, line_no, summary)
+                    if line is None:
+                        continue
+        if line is None:
+            try:
+                line = parse_line_fast(raw)
+            except ContractError as exc:
+                summary.reject(line_no, exc)
                 continue
-        try:
-            line = parse_line_fast(raw)
-        except ContractError as exc:
-            if key is not None:
-                raise SpeculationFailed(line_no) from exc
-            summary.reject(line_no, exc)
-            continue
         request = line.request
-        if key is not None and (request is None or request.request_id != key[0]
-                                or request.ts.timestamp() != key[1]):
-            raise SpeculationFailed(line_no)
         if request is None:
             if line.catalog is not None:
                 summary.catalog_records += 1
@@ -241,13 +251,30 @@ def _first_requests(
             continue
         seen.add(rid)
         summary.requests += 1
-        if owns is not None and not owns(rid):
+        if not mine:
             yield request.ts.timestamp()
             continue
         yield evaluate_request(request, line.teacher, line.student, catalog, config, labels_of(rid),
                                line.teacher_replica)
     summary.lines += line_no
     summary.orphan_labels = len(labels.request_ids() - seen)
+
+
+def _checked_against_key(raw: bytes, line_no: int, summary: LogSummary) -> Line | None:
+    """A line msgspec does not accept whole, validated by pydantic (None: invalid, counted),
+    raising SpeculationFailed where the other shards read it as a request it is not."""
+    key = request_key(raw)
+    try:
+        line = parse_line_fast(raw)
+    except ContractError as exc:
+        if key is not None:
+            raise SpeculationFailed(line_no) from exc
+        summary.reject(line_no, exc)
+        return None
+    request = line.request
+    if key is not None and (request is None or (request.request_id, request.ts.timestamp()) != key):
+        raise SpeculationFailed(line_no)
+    return line
 
 
 def evaluate_log(
@@ -287,8 +314,7 @@ def closed_windows(
     :func:`_first_requests`)."""
     windows = TumblingWindows(window_s, grace_s, Layout(config))
     slicer = Slicer(config)
-    owns = shard.owns if shard is not None else None
-    for item in _first_requests(source(), labels, config, summary, None, owns, speculate and owns is not None):
+    for item in _first_requests(source(), labels, config, summary, None, shard, speculate and shard is not None):
         if isinstance(item, float):
             windows.advance(item)
         else:

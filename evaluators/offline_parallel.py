@@ -1,4 +1,4 @@
-"""Pass 2 of offline evaluation split across processes by request id (``evaluate --workers``).
+"""Pass 2 of offline evaluation split across processes by line (``evaluate --workers``).
 
 Each worker is forked after pass 1, so it shares the label book without copying it, and runs
 :func:`evaluators.offline.closed_windows` for its :class:`~evaluators.offline.Shard`. A line's

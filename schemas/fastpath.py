@@ -156,17 +156,23 @@ def _accepts(line: Line) -> bool:
     return True
 
 
+def parse_line_strict(raw: bytes) -> Line | None:
+    """The line as msgspec accepts it, or None where pydantic must decide (see below)."""
+    try:
+        line = _decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return line if _accepts(line) else None
+
+
 def parse_line_fast(raw: bytes) -> Line:
     """Decode and validate one replay line: msgspec when it accepts, else pydantic.
 
     Raises ContractError (from pydantic) naming field and rule when the line is invalid. A
     line only pydantic accepts (after its lax coercions) is converted to the same struct.
     """
-    try:
-        line = _decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-        line = None
-    if line is not None and _accepts(line):
+    line = parse_line_strict(raw)
+    if line is not None:
         return line
     model = validate_line(decode_json(raw, "replay line"))
     return msgspec.convert(model.model_dump(mode="json", exclude_none=True), Line)

@@ -124,8 +124,8 @@ def test_offline_evaluation_counts_late_requests_exactly(tmp_path: Path, workers
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"".join(orjson.dumps(ln) + b"\n" for ln in lines))
     if workers == 2:
-        owners = {Shard(0, 2).owns(f"w{i}") for i in range(8)}
-        assert owners == {True, False}, "both shards must own some of the requests"
+        owners = {Shard(0, 2).owns(line_no) for line_no in range(1, 9)}
+        assert owners == {True, False}, "both shards must own some of the request lines"
     summary = LogSummary()
     rows = list(evaluate_log(lambda: open(path, "rb"), EvalConfig(), window_s=60, grace_s=120,
                              summary=summary, workers=workers))
