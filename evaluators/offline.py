@@ -158,6 +158,9 @@ def request_key(raw: bytes) -> tuple[str, float] | None:
     return None if request is None else (request.request_id, request.ts.timestamp())
 
 
+NOT_YET = float("-inf")
+
+
 class SpeculationFailed(Exception):
     """A line read as a request by :func:`request_key` is not that request when validated."""
 
@@ -166,9 +169,15 @@ class SpeculationFailed(Exception):
         self.line_no = line_no
 
 
+SHARD_BLOCK_LINES = 256
+"""A shard owns blocks of this many consecutive lines: between its own, it only notes the
+latest time of the others' requests and moves its watermark once per block."""
+
+
 @dataclass(frozen=True)
 class Shard:
-    """The lines one of ``count`` processes evaluates: every ``count``-th, from line ``index``.
+    """The lines one of ``count`` processes evaluates: every ``count``-th block of
+    SHARD_BLOCK_LINES, from block ``index``.
 
     By line, not by request id: every shard tracks every id, so the first valid line of an id
     is evaluated once, by that line's owner, and a shard knows what it owns before reading a
@@ -182,7 +191,7 @@ class Shard:
             raise ValueError(f"shard {self.index} of {self.count}: expected 0 <= index < count")
 
     def owns(self, line_no: int) -> bool:
-        return line_no % self.count == self.index
+        return line_no // SHARD_BLOCK_LINES % self.count == self.index
 
 
 def evaluated_requests(
@@ -199,7 +208,9 @@ def _first_requests(
     catalog: Catalog | None, shard: Shard | None, speculate: bool = False,
 ) -> Iterator[RequestEvaluation | float]:
     """Pass 2 itself. With a ``shard``, a valid first-seen request on a line it does not own
-    is not evaluated: its event time (epoch seconds, a float) is yielded instead.
+    is not evaluated: the latest event time (epoch seconds, a float) of such requests is
+    yielded instead, before the next request it evaluates and at the end (the watermark is the
+    same then as if each had been yielded, and no window closes in between with other content).
 
     With ``speculate`` as well, a line of another shard that :func:`request_key` reads as a
     request is taken to be that valid request without validating it. Its owner validates it,
@@ -211,10 +222,11 @@ def _first_requests(
     labels_of = labels.for_request
     count, index = (shard.count, shard.index) if shard is not None else (1, 0)
     line_no = 0
+    latest = NOT_YET  # the latest time of the others' requests, not yielded yet
     for line_no, raw in enumerate(lines, start=1):  # noqa: B007 (counted in summary below)
         if not raw or raw.isspace():  # no copy of the line, unlike strip()
             continue
-        mine = line_no % count == index  # Shard.owns, inline: this runs per line
+        mine = line_no // SHARD_BLOCK_LINES % count == index  # Shard.owns, inline: runs per line
         line = None
         if speculate:
             if not mine:
@@ -225,7 +237,8 @@ def _first_requests(
                     else:
                         seen.add(key[0])
                         summary.requests += 1
-                        yield key[1]
+                        if key[1] > latest:
+                            latest = key[1]
                     continue
             else:
                 line = parse_line_strict(raw)
@@ -252,10 +265,17 @@ def _first_requests(
         seen.add(rid)
         summary.requests += 1
         if not mine:
-            yield request.ts.timestamp()
+            ts = request.ts.timestamp()
+            if ts > latest:
+                latest = ts
             continue
+        if latest != NOT_YET:
+            yield latest
+            latest = NOT_YET
         yield evaluate_request(request, line.teacher, line.student, catalog, config, labels_of(rid),
                                line.teacher_replica)
+    if latest != NOT_YET:
+        yield latest
     summary.lines += line_no
     summary.orphan_labels = len(labels.request_ids() - seen)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from evaluators import offline
 from evaluators.config import EvalConfig
 from evaluators.offline import LogSummary, Shard, evaluate_log
 from evaluators.offline_parallel import WorkerFailed, default_workers
@@ -58,8 +59,10 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
-@pytest.mark.parametrize("workers", [2, 3])
-def test_shards_give_one_process_rows_and_counts(tmp_path: Path, workers: int) -> None:
+@pytest.mark.parametrize(("workers", "block"), [(2, 256), (3, 256), (2, 1), (3, 7)])
+def test_shards_give_one_process_rows_and_counts(tmp_path: Path, workers: int, block: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offline, "SHARD_BLOCK_LINES", block)  # read by the forked workers too
     log = _awkward_log(tmp_path / "log.jsonl")
     one_rows, one = _run(log, 1)
     many_rows, many = _run(log, workers)

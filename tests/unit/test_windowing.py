@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from evaluators.config import EvalConfig
+from evaluators import offline
 from evaluators.offline import LogSummary, Shard, evaluate_log
 from evaluators.window_state import NO_VALUE, Contribution, Layout
 from evaluators.windowing import TumblingWindows, window_start
@@ -109,7 +110,8 @@ def test_zero_grace_and_bad_arguments() -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_offline_evaluation_counts_late_requests_exactly(tmp_path: Path, workers: int) -> None:
+def test_offline_evaluation_counts_late_requests_exactly(tmp_path: Path, workers: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the whole offline path, at request times (s after an epoch-aligned T0):
     0, 130, 200, 61 (max 200, watermark 80: [60, 120) open), 10 ([0, 60) ended at 60 ≤ 80:
     late), 300, 179 (watermark 180 = end of [120, 180): late), 180 (lands in [180, 240)).
@@ -124,6 +126,7 @@ def test_offline_evaluation_counts_late_requests_exactly(tmp_path: Path, workers
     path = tmp_path / "log.jsonl"
     path.write_bytes(b"".join(orjson.dumps(ln) + b"\n" for ln in lines))
     if workers == 2:
+        monkeypatch.setattr(offline, "SHARD_BLOCK_LINES", 1)  # the shards alternate line by line
         owners = {Shard(0, 2).owns(line_no) for line_no in range(1, 9)}
         assert owners == {True, False}, "both shards must own some of the request lines"
     summary = LogSummary()
