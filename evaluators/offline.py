@@ -307,7 +307,7 @@ def evaluate_log(
 ) -> Iterator[MetricRow]:
     """Metric rows of every closed window, in window order, for a replay log.
 
-    ``workers`` > 1 splits pass 2 across that many processes by request id (same rows; float
+    ``workers`` > 1 splits pass 2 across that many processes by blocks of lines (same rows; float
     sums may differ in their last bits, being added in another order).
     """
     if workers < 1:
@@ -329,12 +329,13 @@ def closed_windows(
     source: LineSource, labels: LabelBook, config: EvalConfig, window_s: int, grace_s: float,
     summary: LogSummary, shard: Shard | None = None, speculate: bool = False,
 ) -> Iterator[ClosedWindow]:
-    """Pass 2 into windows: every window as it closes, in order (of ``shard``'s requests only,
-    closed when one process would close it, when a shard is given; ``speculate``: see
-    :func:`_first_requests`)."""
+    """Pass 2 into windows: every window as it closes, in order (of the requests on
+    ``shard``'s lines only, closed when one process would close it, when a shard is given;
+    ``speculate``: see :func:`_first_requests`)."""
     windows = TumblingWindows(window_s, grace_s, Layout(config))
     slicer = Slicer(config)
-    for item in _first_requests(source(), labels, config, summary, None, shard, speculate and shard is not None):
+    items = _first_requests(source(), labels, config, summary, None, shard, speculate and shard is not None)
+    for item in items:
         if isinstance(item, float):
             windows.advance(item)
         else:

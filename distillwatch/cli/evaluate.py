@@ -110,7 +110,7 @@ def evaluate(
     metric_glob: str = typer.Option("*", "--metric", help="Print only metrics matching this glob."),
     workers: int = typer.Option(
         None, "--workers", "-j", min=1,
-        help="Processes that share the evaluation, split by request id (same output) "
+        help="Processes that share the evaluation, split by blocks of lines (same output) "
              "[default: one per core, 1 for a log under 32 MB]."),
 ) -> None:
     """Evaluate a replay log offline: one JSON line per window × slice × metric."""
