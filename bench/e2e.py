@@ -241,8 +241,8 @@ def run_throughput(monitor: Monitor, settings: Any, log: Path, pairs: int, recor
     curve: list[dict[str, float]] = []
     began = time.time()
 
-    def sample() -> None:
-        if curve and time.time() - began - curve[-1]["t_s"] < 0.9:
+    def sample(last: bool = False) -> None:  # about once a second, and once at the end
+        if not last and curve and time.time() - began - curve[-1]["t_s"] < 0.9:
             return
         consumed = monitor.metric("distillwatch_records_total") or 0
         try:
@@ -262,7 +262,7 @@ def run_throughput(monitor: Monitor, settings: Any, log: Path, pairs: int, recor
     if source.errors:
         raise RuntimeError(f"replay failed: {source.errors[:3]}")
     finished = wait_stored(monitor, pairs, records, timeout_s, sample)
-    sample()
+    sample(last=True)
     elapsed = finished - began
     peaks = monitor.peaks_mb()
     lag = monitor.metric("distillwatch_consumer_lag", total=True)
@@ -311,8 +311,8 @@ def run_backlog(monitor: Monitor, settings: Any, log: Path, pairs: int, records:
     began = time.time()
     curve: list[dict[str, float]] = []
 
-    def sample() -> None:
-        if curve and time.time() - began - curve[-1]["t_s"] < 0.9:
+    def sample(last: bool = False) -> None:  # about once a second, and once at the end
+        if not last and curve and time.time() - began - curve[-1]["t_s"] < 0.9:
             return
         rss, _ = monitor.rss_mb(monitor.evaluator_pid())
         curve.append({"t_s": round(time.time() - began, 1),
@@ -321,7 +321,7 @@ def run_backlog(monitor: Monitor, settings: Any, log: Path, pairs: int, records:
                       "evaluator_rss_mb": round(rss)})
 
     finished = wait_stored(monitor, stored_before + pairs, records, timeout_s, sample)
-    sample()
+    sample(last=True)
     elapsed = finished - began
     return {
         "pairs": pairs, "records": records, "replay_s": round(replay_s, 1),

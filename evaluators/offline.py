@@ -159,6 +159,7 @@ def request_key(raw: bytes) -> tuple[str, float] | None:
 
 
 NOT_YET = float("-inf")
+"""No time of another shard's request noted since the last one yielded."""
 
 
 class SpeculationFailed(Exception):
