@@ -9,6 +9,8 @@ lines (``request_key``, a third of the cost) and takes them to be valid; the own
 each, and when one is not the request it read as (rare: an invalid line that still parses as
 a request), the workers stop and pass 2 starts over with every worker validating every line.
 Evaluating a request and folding it into its windows is the rest, and only its owner does it.
+On two cores ``evaluate`` runs ~1.55× as fast as one process (45,080 → 70,340 pairs/s on
+1,000,000 pairs, docs/performance.md).
 
 Workers send each window as it closes; windows close in the same order in every worker, so
 merging the streams by window start and adding the states (exact for the counters and the
@@ -67,7 +69,7 @@ def sharded_closed_windows(
         for closed in _sharded(source, labels, config, window_s, grace_s, summary, workers, True):
             last = closed.start
             yield closed
-    except _Respeculate as exc:
+    except _StartOver as exc:
         # Every window yielded so far closed before the line that failed, in every worker,
         # so it is right; the run without speculating closes the same ones first.
         log.info("evaluate: %s; reading every line in every worker from the start", exc)
@@ -76,7 +78,7 @@ def sharded_closed_windows(
                 yield closed
 
 
-class _Respeculate(Exception):
+class _StartOver(Exception):
     """A worker's speculative read of a line was wrong (evaluators.offline.SpeculationFailed)."""
 
 
@@ -144,7 +146,7 @@ def _received(channel: Any, proc: BaseProcess, summaries: list[LogSummary]) -> I
             summaries.append(payload)
             return
         elif kind == "speculation":
-            raise _Respeculate(f"{proc.name}: {payload}")
+            raise _StartOver(f"{proc.name}: {payload}")
         else:
             raise WorkerFailed(f"evaluate worker {proc.name} failed:\n{payload}")
 
