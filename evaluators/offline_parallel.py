@@ -5,7 +5,7 @@ Each worker is forked after pass 1, so it shares the label book without copying 
 validity, its id and its time decide what the others count and when windows close, so every
 worker must know them for every line; validating every line in every worker cost about a
 third of the work. Instead a worker reads only the id and time of another worker's request
-lines (``request_key``, a third of the cost) and takes them to be valid; the owner validates
+lines (``schemas.fastpath.request_key``, a third of the cost) and takes them to be valid; the owner validates
 each, and when one is not the request it read as (rare: an invalid line that still parses as
 a request), the workers stop and pass 2 starts over with every worker validating every line.
 Evaluating a request and folding it into its windows is the rest, and only its owner does it.

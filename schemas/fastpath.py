@@ -165,6 +165,31 @@ def parse_line_strict(raw: bytes) -> Line | None:
     return line if _accepts(line) else None
 
 
+class _RequestKey(msgspec.Struct, gc=False):
+    request_id: Id
+    ts: Aware
+
+
+class _KeyLine(msgspec.Struct, gc=False):
+    request: _RequestKey | None = None
+
+
+_key_decoder = msgspec.json.Decoder(_KeyLine)
+
+
+def request_key(raw: bytes) -> tuple[str, float] | None:
+    """(request id, event time) of what reads as a request line, the rest of it skipped
+    unvalidated (~1.3 µs against ~3.9 µs for the whole line); None for any other line.
+
+    For a line msgspec accepts whole (:func:`parse_line_strict`) this is its request's id
+    and time: the same JSON through the same field types."""
+    try:
+        request = _key_decoder.decode(raw).request
+    except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
+        return None
+    return None if request is None else (request.request_id, request.ts.timestamp())
+
+
 def parse_line_fast(raw: bytes) -> Line:
     """Decode and validate one replay line: msgspec when it accepts, else pydantic.
 

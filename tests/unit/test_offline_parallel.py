@@ -122,7 +122,7 @@ def test_a_request_line_invalid_beyond_its_id_and_time_gives_one_process_rows(
     """Workers read other workers' request lines for id and time only; the owner of a line
     that reads as a request but is invalid makes pass 2 start over validating every line,
     and the rows and counts are still one process's."""
-    from evaluators.offline import request_key
+    from schemas.fastpath import request_key
 
     log, bad_line = _with_a_bad_request_late(_awkward_log(tmp_path / "log.jsonl"), tmp_path / "bad.jsonl")
     assert request_key(log.read_bytes().splitlines()[bad_line - 1]) is not None
