@@ -112,15 +112,15 @@ def replay(
     from confluent_kafka import KafkaException, Producer
 
     report = ReplayReport()
-    producer = Producer(producer_config(settings))
+    # Reports for failed deliveries only: a report per acknowledged record (three a pair) cost
+    # the replayer ~9 % of its CPU. A record leaves the producer's queue acknowledged or
+    # reported failed, so the acknowledged ones are counted from the queue (see _acknowledged).
+    producer = Producer(producer_config(settings, **{"delivery.report.only.error": True}))
 
-    def on_delivery(err: Any, _msg: Any) -> None:
-        if err is None:
-            report.delivered += 1
-        else:
-            report.failed += 1
-            if len(report.errors) < 20:
-                report.errors.append(str(err))
+    def on_delivery(err: Any, _msg: Any) -> None:  # only called for failures
+        report.failed += 1
+        if len(report.errors) < 20:
+            report.errors.append(str(err))
 
     pacer = Pacer(rate)
     names = {t: settings.topic(t)
@@ -150,13 +150,21 @@ def replay(
             report.produced += 1
         producer.poll(0)
         if progress is not None and report.lines % 5000 == 0:
+            _acknowledged(report, producer)
             progress(report)
         pacer.wait(report.pairs)
         if halt is not None and halt():
             break
     remaining = producer.flush(flush_timeout_s)
+    _acknowledged(report, producer)
     if remaining:
         report.errors.append(f"{remaining} messages still unacknowledged after {flush_timeout_s:.0f}s")
     if progress is not None:
         progress(report)
     return report
+
+
+def _acknowledged(report: ReplayReport, producer: Any) -> None:
+    """Records the broker acknowledged so far: produced, less those reported failed and those
+    still in the producer's queue (``len(producer)``: awaiting transmission or acknowledgement)."""
+    report.delivered = report.produced - report.failed - len(producer)
