@@ -17,6 +17,14 @@ def test_prompt_hash_is_hmac_sha256_under_the_key() -> None:
     assert len(expected) == 64
 
 
+def test_prompt_hash_of_one_prompt_does_not_depend_on_earlier_ones() -> None:
+    """Each hash starts from the key alone, whatever was hashed before under it or others."""
+    prompts = ["a", "ワンピース 3巻", "a", "", "is Nana in hardcover?"]
+    for key in (b"k1", b"k2", b"k1"):
+        got = [prompt_hash(p, key) for p in prompts]
+        assert got == [hmac.new(key, p.encode(), hashlib.sha256).hexdigest() for p in prompts]
+
+
 @pytest.mark.parametrize("number, valid", [
     ("4111111111111111", True),   # the classic Visa test number
     ("5500005555555559", True),   # Mastercard test number
