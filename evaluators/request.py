@@ -49,12 +49,13 @@ _NO_KEYS: frozenset[tuple[str, str, frozenset[str]]] = frozenset()
 
 def top_two(probs: Mapping[str, float], order: dict[str, int]) -> tuple[str, float, float]:
     """(top-1 class, top-1 prob, top-2 prob); ties go to the earlier configured class."""
-    values = list(probs.values())
-    if len(values) >= 2:  # the usual case, in C: sort the values, find the unique maximum
-        ranked = sorted(values)
+    if len(probs) >= 2:  # the usual case: sort the values (in C), then name the unique maximum
+        ranked = sorted(probs.values())
         best, second = ranked[-1], ranked[-2]
         if best != second:
-            return list(probs)[values.index(best)], best, max(second, 0.0)
+            for name in probs:
+                if probs[name] == best:
+                    return name, best, max(second, 0.0)
     return _top_two_ties(probs, order)
 
 
