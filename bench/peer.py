@@ -98,16 +98,17 @@ def export_pairs(log: Path, out: Path, config: EvalConfig) -> int:
     return rows
 
 
-def run_peer(log: Path, work: Path, config: EvalConfig, timeout_s: float = 1800) -> dict[str, Any]:
-    """Evidently's per-slice reports on the pairs of ``log``; ``available`` False with a reason
-    when its virtualenv cannot be made."""
+def run_peer(log: Path, work: Path, config: EvalConfig, timeout_s: float = 1800, repeat: int = 1
+             ) -> dict[str, Any]:
+    """Evidently's per-slice reports on the pairs of ``log`` (the fastest of ``repeat`` runs);
+    ``available`` False with a reason when its virtualenv cannot be made."""
     python, how = ensure_venv()
     if python is None:
         return {"available": False, "reason": how}
     table = work / "peer-pairs.csv"
     rows = export_pairs(log, table, config)
-    done = subprocess.run([str(python), str(WORKER), str(table), *config.intents], capture_output=True,
-                          text=True, timeout=timeout_s)
+    done = subprocess.run([str(python), str(WORKER), "--repeat", str(repeat), str(table), *config.intents],
+                          capture_output=True, text=True, timeout=timeout_s * repeat)
     if done.returncode != 0:
         return {"available": False, "reason": f"Evidently failed: {done.stderr.strip()[-400:]}"}
     result = json.loads(done.stdout.strip().splitlines()[-1])
