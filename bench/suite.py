@@ -1,9 +1,10 @@
 """``distillwatch bench``: every figure of docs/performance.md, measured in one run.
 
-End to end (bench/e2e.py), the ceilings in the same run (a plain Kafka consumer over the
-same topics; offline ``evaluate`` on the same log), the peer on the same 100,000 pairs
-(bench/peer.py), and forensic query latency (bench/bench_forensics.py, when present). The
-machine is shared and noisy: ratios taken within one run say more than absolute figures.
+In this order: offline ``evaluate`` on the log end to end will replay (a ceiling), the peer
+on 100,000 pairs (bench/peer.py), forensic query latency (bench/bench_forensics.py, when
+present), then end to end (bench/e2e.py) and the other ceiling, a plain Kafka consumer over
+the same topics. The machine is shared and noisy: ratios taken within one run say more than
+absolute figures.
 """
 
 from __future__ import annotations
@@ -118,6 +119,20 @@ def run_all(pairs: int, settings: Any, cache: Path, *, peer_pairs: int = 100_000
     out: dict[str, Any] = {"machine": machine(), "pairs": pairs, "started_at": time.time()}
     log = make_log(cache / f"evaluate-{pairs}.jsonl", pairs)
     n_pairs, records = count_records(log)
+    # The phases without Kafka first: after the end-to-end phases the broker deletes the
+    # benchmark's topics (gigabytes of segments, a minute after they are dropped), which would
+    # fall on whatever ran next (and on evaluate's two processes more than on the peer's one).
+    progress("ceiling: offline evaluate on the same log")
+    offline = offline_evaluate(log)
+    one_core = offline_evaluate(log, workers=1)
+    progress(f"  {offline['pairs_per_s']:,} pairs/s with {offline['workers']} processes, "
+             f"{one_core['pairs_per_s']:,} with one")
+    out["peer"] = run_peer(cache, peer_pairs, progress) if peer else {"available": False, "reason": "--no-peer"}
+    if forensics:
+        progress(f"forensic queries over {forensics_rows:,} rows")
+        out["forensics"] = forensic_queries(forensics_rows, cache)
+    else:
+        out["forensics"] = {"available": False, "reason": "--no-forensics"}
     work = Path(tempfile.mkdtemp(prefix="distillwatch-bench-"))
     monitor = e2e.Monitor(work, bootstrap)
     try:
@@ -154,23 +169,12 @@ def run_all(pairs: int, settings: Any, cache: Path, *, peer_pairs: int = 100_000
         _delete_topics(bootstrap, monitor.prefix)
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-    progress("ceiling: offline evaluate on the same log")
-    offline = offline_evaluate(log)
-    one_core = offline_evaluate(log, workers=1)
-    progress(f"  {offline['pairs_per_s']:,} pairs/s with {offline['workers']} processes, "
-             f"{one_core['pairs_per_s']:,} with one")
     e2e_rate = out["end_to_end"]["pairs_per_s"]
     out["ceilings"] = {
         "plain_consumer": consumer, "offline_evaluate": offline, "offline_evaluate_one_process": one_core,
         "ratios": {"end_to_end_over_consumer": _sig(e2e_rate / consumer["pairs_per_s"]),
                    "end_to_end_over_offline": _sig(e2e_rate / offline["pairs_per_s"])},
     }
-    out["peer"] = run_peer(cache, peer_pairs, progress) if peer else {"available": False, "reason": "--no-peer"}
-    if forensics:
-        progress(f"forensic queries over {forensics_rows:,} rows")
-        out["forensics"] = forensic_queries(forensics_rows, cache)
-    else:
-        out["forensics"] = {"available": False, "reason": "--no-forensics"}
     out["targets"] = targets(out)
     out["finished_at"] = time.time()
     out["machine"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)
