@@ -11,19 +11,20 @@ as one would to compare slices. Prints one JSON object: load and report seconds,
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 
 SLICE_COLUMNS = ("region", "device", "language")
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    repeat = 1
-    if args[:1] == ["--repeat"]:
-        repeat, args = max(1, int(args[1])), args[2:]
-    path, classes = args[0], args[1:]
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=1, help="run the reports N times; the fastest counts")
+    parser.add_argument("pairs", help="the joined pairs (CSV) distillwatch exported")
+    parser.add_argument("classes", nargs="+", help="the configured intent classes")
+    args = parser.parse_args()
+    path, classes, repeat = args.pairs, args.classes, max(1, args.repeat)
     started = time.perf_counter()
     import pandas as pd
     from evidently import DataDefinition, Dataset, MulticlassClassification, Report

@@ -62,7 +62,7 @@ class SamplingPolicy:
         salted = _SALTED.get(salt)
         if salted is None:
             salted = _SALTED[salt] = hashlib.blake2b(f"{salt}:".encode(), digest_size=8)
-        digest = salted.copy()  # the salt hashed once (0.78 -> 0.56 µs a draw)
+        digest = salted.copy()  # the salt hashed once (0.78 -> 0.60 µs a draw)
         digest.update(request_id.encode())
         return int.from_bytes(digest.digest(), "big") / 2**64
 

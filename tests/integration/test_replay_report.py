@@ -84,11 +84,12 @@ def test_refused_records_are_reported(kafka_bootstrap: str, kafka_admin: Any,
     settings.kafka.bootstrap_servers = kafka_bootstrap
     drop_topics_with_prefix.append(unique_prefix)
     _create(kafka_admin, settings, {topics.TEACHER: {"max.message.bytes": "64"}})
-    report = replay(_lines(), settings)
+    lines = _lines()
+    report = replay(lines, settings)
     read = _read_all(kafka_bootstrap, settings)
     assert not report.ok
     assert settings.topic(topics.TEACHER) not in read
-    teacher_records = sum(1 for line in _lines() if b'"teacher":{' in line)
+    teacher_records = sum(1 for line in lines if b'"teacher":{' in line)
     assert teacher_records > 0
     assert report.failed == teacher_records
     assert report.delivered == report.produced - teacher_records == sum(read.values())
