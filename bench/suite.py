@@ -22,7 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench import e2e
+from bench import e2e, machine_speed
 from bench.bench_evaluate import make_log
 from evaluators.config import EvalConfig
 from schemas.replay import open_log
@@ -117,6 +117,10 @@ def run_all(pairs: int, settings: Any, cache: Path, *, peer_pairs: int = 100_000
     """Every figure, as one JSON-friendly dict."""
     bootstrap = settings.kafka.bootstrap_servers
     out: dict[str, Any] = {"machine": machine(), "pairs": pairs, "started_at": time.time()}
+    # the machine's own speed at both ends of the run: says whether a figure that moved
+    # between two runs moved with the code or with the (shared, virtual) machine
+    out["machine"]["speed_start"] = machine_speed.measure()
+    steal_before = machine_speed.steal_counters()
     log = make_log(cache / f"evaluate-{pairs}.jsonl", pairs)
     n_pairs, records = count_records(log)
     # The phases without Kafka first: after the end-to-end phases the broker deletes the
@@ -178,6 +182,9 @@ def run_all(pairs: int, settings: Any, cache: Path, *, peer_pairs: int = 100_000
     out["targets"] = targets(out)
     out["finished_at"] = time.time()
     out["machine"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)
+    steal = machine_speed.steal_share(steal_before, machine_speed.steal_counters())
+    out["machine"]["cpu_steal"] = None if steal is None else round(steal, 4)
+    out["machine"]["speed_end"] = machine_speed.measure()
     return out
 
 

@@ -71,11 +71,20 @@ def _local_broker(settings: Any, progress: Callable[[str], None]) -> Any:
     return broker
 
 
+def _speed(m: dict[str, Any], key: str) -> str:
+    speed = m.get(key) or {}
+    py = speed.get("python_ms") or {}
+    return (f"{py.get('best')}/{py.get('median')} ms, numpy sort {speed.get('numpy_sort_ms')} ms, "
+            f"two processes {speed.get('two_process_speedup')}x")
+
+
 def _print(r: dict[str, Any]) -> None:
     e, c, p, f = r["end_to_end"], r["ceilings"], r["peer"], r["forensics"]
     m = r["machine"]
     lines = [
         f"machine: {m['cpus']} cores, {m['memory_mb']} MB, load {m['load_average_1m']} → {m['load_average_1m_end']}",
+        f"machine speed, start → end: Python loop {_speed(m, 'speed_start')} → {_speed(m, 'speed_end')} "
+        f"(fastest/median round; lower is faster), CPU steal {m.get('cpu_steal')}",
         f"end to end: {e['pairs']:,} pairs in {e['elapsed_s']} s = {e['pairs_per_s']:,} pairs/s "
         f"(replay {e['replay_s']} s); lag at end {e['lag_at_end_records']}; evaluator peak RSS "
         f"{e['evaluator_peak_rss_mb']} MB"

@@ -61,6 +61,10 @@ def test_every_figure_is_there(result: dict) -> None:
                                       "lag_back_to_zero", "offline_pairs_per_s", "peer_ratio",
                                       "forensic_query_s", "evaluator_rss_mb"}
     assert result["machine"]["cpus"] == os.cpu_count()
+    for end in ("speed_start", "speed_end"):
+        speed = result["machine"][end]
+        assert set(speed) == {"cpu_model", "python_ms", "numpy_sort_ms", "two_process_speedup"}
+        assert 0 < speed["python_ms"]["best"] <= speed["python_ms"]["median"]
 
 
 def test_counts_add_up(result: dict) -> None:
