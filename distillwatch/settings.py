@@ -37,6 +37,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+GUARANTEED_KAFKA_KEYS: dict[str, str] = {
+    "group.id": "each component names its own consumer group",
+    "enable.auto.commit": "offsets are committed only after the work they cover is durable",
+    "enable.auto.offset.store": "offsets are stored only after the work they cover is durable",
+    "enable.idempotence": "a retried send must be written once",
+    "acks": "a send counts only once every in-sync replica has it",
+    "transactional.id": "the evaluator's transactions fence its previous incarnation",
+    "isolation.level": "readers must not see aborted evaluator output",
+    "auto.offset.reset": "a new group starts at the earliest record, so none is skipped",
+    "partition.assignment.strategy": "the evaluator's per-partition state follows its assignment",
+    "enable.partition.eof": "readers of the catalog and checkpoints stop at the end",
+    "delivery.report.only.error": "the replayer counts acknowledged records from it",
+    "message.max.bytes": "row and snapshot messages are up to the size the topics are created with",
+}
+"""librdkafka keys distillwatch sets itself because a delivery guarantee rests on them: a
+``kafka.extra`` entry may tune anything else (batching, timeouts, queues) but not these."""
+
+
 class KafkaSettings(_Section):
     """Connection to a Kafka cluster; fields map to librdkafka keys."""
 
@@ -48,8 +66,21 @@ class KafkaSettings(_Section):
     ssl_ca_location: Path | None = None
     client_id: str = "distillwatch"
     extra: dict[str, str] = Field(
-        default_factory=dict, description="more librdkafka properties, passed through"
+        default_factory=dict,
+        description="more librdkafka properties, passed through; they take precedence over "
+        "distillwatch's tuning defaults (linger.ms, session.timeout.ms, ...), but may not set "
+        "the keys its delivery guarantees rest on (GUARANTEED_KAFKA_KEYS)",
     )
+
+    @field_validator("extra")
+    @classmethod
+    def _no_guaranteed_keys(cls, extra: dict[str, str]) -> dict[str, str]:
+        taken = [key for key in extra if key in GUARANTEED_KAFKA_KEYS]
+        if taken:
+            reasons = "; ".join(f"{key}: {GUARANTEED_KAFKA_KEYS[key]}" for key in sorted(taken))
+            raise ValueError(f"distillwatch sets these librdkafka keys itself and kafka.extra may not "
+                             f"override them ({reasons})")
+        return extra
 
     def librdkafka_config(self) -> dict[str, Any]:
         """The client configuration confluent-kafka expects."""

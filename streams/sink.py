@@ -28,6 +28,7 @@ from streams import fault_injection, topics
 from streams.clickhouse import Store
 from streams.errors import StoreError
 from streams.evaluator.outputs import COMPACT_FORMAT, json_each_row
+from streams.kafka_io import client_config
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,17 @@ class Sink(threading.Thread):
             self.error = exc
             log.exception("sink stopped")
 
+    def consumer_config(self) -> dict[str, Any]:
+        """Committed evaluator output only; offsets committed by hand after the inserts."""
+        return client_config(self.kafka_conf, tuning={"session.timeout.ms": 10000}, required={
+            "group.id": self.group_id, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+        })
+
     def _run(self) -> None:
         from confluent_kafka import Consumer, KafkaException
 
-        consumer = Consumer(self.kafka_conf | {
-            "group.id": self.group_id, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-            "session.timeout.ms": 10000,
-        })
+        consumer = Consumer(self.consumer_config())
         consumer.subscribe([self.topic(topics.ROWS), self.topic(topics.PARTIALS)])
         try:
             while not self._halt.is_set():

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from distillwatch.settings import Settings
 from streams.errors import KafkaSetupError
+from streams.kafka_io import client_config
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    conf = settings.kafka.librdkafka_config() | {"socket.connection.setup.timeout.ms": 5000}
+    conf = client_config(settings.kafka.librdkafka_config(), tuning={"socket.connection.setup.timeout.ms": 5000})
     admin = AdminClient(conf)
     try:
         existing = admin.list_topics(timeout=timeout_s).topics

@@ -35,6 +35,7 @@ from streams.evaluator.outputs import (
 )
 from streams.evaluator.pacing import PartitionInput, in_step, release_limit, topics_to_pause
 from streams.evaluator.partition import Evaluated, PartitionState
+from streams.kafka_io import client_config
 
 log = logging.getLogger(__name__)
 
@@ -209,26 +210,21 @@ class EvaluatorEngine:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        from confluent_kafka import Consumer, Producer
-
-        self.catalog.start()
-        self.producer = Producer(self.kafka_conf | {
-            "transactional.id": f"{self.opts.group_id}-{self.opts.instance_id}",
-            "enable.idempotence": True, "acks": "all", "linger.ms": 20,
-            "compression.type": "lz4", "message.max.bytes": int(topics.BIG_MESSAGE_BYTES),
-            "transaction.timeout.ms": 30000,
+    def producer_config(self) -> dict[str, Any]:
+        """Transactional: outputs, state and input offsets commit together."""
+        return client_config(self.kafka_conf, tuning={
+            "linger.ms": 20, "compression.type": "lz4", "transaction.timeout.ms": 30000,
             # bounded: see _send (rows messages are up to 4 MiB, snapshots a few MiB each)
             "queue.buffering.max.kbytes": PRODUCER_BUFFER_KB,
+        }, required={
+            "transactional.id": f"{self.opts.group_id}-{self.opts.instance_id}",
+            "enable.idempotence": True, "acks": "all", "message.max.bytes": int(topics.BIG_MESSAGE_BYTES),
         })
-        self.producer.init_transactions(60)  # fences a previous incarnation, aborts its open txn
-        if not self.catalog.ready.wait(60):
-            raise TimeoutError("catalog reader did not reach the end of the catalog topic in 60s")
-        consumer = Consumer(self.kafka_conf | {
-            "group.id": self.opts.group_id, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-            "partition.assignment.strategy": "range", "session.timeout.ms": 10000,
-            "heartbeat.interval.ms": 1000, "max.poll.interval.ms": 300000,
+
+    def consumer_config(self) -> dict[str, Any]:
+        """Committed input only; the group's offsets move inside the evaluator's transactions."""
+        return client_config(self.kafka_conf, tuning={
+            "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000, "max.poll.interval.ms": 300000,
             # Prefetch a few batches, not the backlog: librdkafka's defaults (100,000 messages
             # per partition, 64 MB) let a backlog run fill the evaluator's memory with input
             # it would not read for minutes.
@@ -237,7 +233,21 @@ class EvaluatorEngine:
             # (fetch.queue.backoff.ms) capped reading at ~77,000 records/s and left the
             # evaluator waiting for input a quarter of the time.
             "fetch.queue.backoff.ms": 10,
+        }, required={
+            "group.id": self.opts.group_id, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+            "partition.assignment.strategy": "range",
         })
+
+    def run(self) -> None:
+        from confluent_kafka import Consumer, Producer
+
+        self.catalog.start()
+        self.producer = Producer(self.producer_config())
+        self.producer.init_transactions(60)  # fences a previous incarnation, aborts its open txn
+        if not self.catalog.ready.wait(60):
+            raise TimeoutError("catalog reader did not reach the end of the catalog topic in 60s")
+        consumer = Consumer(self.consumer_config())
         consumer.subscribe([self.topic(name) for name in INPUT_KINDS],
                            on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_commit = last_input = time.monotonic()
