@@ -49,7 +49,6 @@ GUARANTEED_KAFKA_KEYS: dict[str, str] = {
     "partition.assignment.strategy": "the evaluator's per-partition state follows its assignment",
     "enable.partition.eof": "readers of the catalog and checkpoints stop at the end",
     "delivery.report.only.error": "the replayer counts acknowledged records from it",
-    "message.max.bytes": "row and snapshot messages are up to the size the topics are created with",
 }
 """librdkafka keys distillwatch sets itself because a delivery guarantee rests on them: a
 ``kafka.extra`` entry may tune anything else (batching, timeouts, queues) but not these."""

@@ -218,7 +218,10 @@ class EvaluatorEngine:
             "queue.buffering.max.kbytes": PRODUCER_BUFFER_KB,
         }, required={
             "transactional.id": f"{self.opts.group_id}-{self.opts.instance_id}",
-            "enable.idempotence": True, "acks": "all", "message.max.bytes": int(topics.BIG_MESSAGE_BYTES),
+            "enable.idempotence": True, "acks": "all",
+            # rows and snapshot messages are up to the size the topics take: a user's kafka.extra
+            # may raise this (for the workers' large answers, say) but not lower it here
+            "message.max.bytes": max(int(topics.BIG_MESSAGE_BYTES), int(self.kafka_conf.get("message.max.bytes", 0))),
         })
 
     def consumer_config(self) -> dict[str, Any]:

@@ -69,3 +69,15 @@ def test_extra_from_the_environment_is_checked_too(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("DISTILLWATCH_KAFKA__EXTRA", '{"enable.auto.commit": "true"}')
     with pytest.raises(ConfigError, match="enable.auto.commit"):
         load_settings()
+
+
+@pytest.mark.parametrize(("extra", "evaluator", "others"), [
+    ("33554432", 33554432, "33554432"),  # raised: every producer takes it
+    ("1000", 16 * 1024 * 1024, "1000"),  # lowered: not below what the evaluator's messages need
+])
+def test_message_max_bytes_is_never_below_the_evaluators_need(extra: str, evaluator: int, others: str) -> None:
+    s = load_settings(kafka={"extra": {"message.max.bytes": extra}})
+    engine = EvaluatorEngine(s.kafka.librdkafka_config(), lambda name: name, EvalConfig(),
+                             RowBuilder(EvalConfig(), b"k" * 32, SamplingPolicy()), EngineOptions())
+    assert engine.producer_config()["message.max.bytes"] == evaluator
+    assert producer_config(s)["message.max.bytes"] == others
