@@ -12,6 +12,7 @@ equals offline ``evaluate`` of the same traffic (so pacing changed no figure).
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -37,8 +38,14 @@ def _ms(text: str) -> int:
 
 
 def publish_topic_by_topic(cluster: Cluster, log: Path, bootstrap: str, drop_teacher: set[str]) -> Path:
-    """Publish the log topic by topic, each record stamped with its request's time; returns
-    the log as the monitor receives it (without the dropped teacher answers)."""
+    """Publish the log topic by topic, each record stamped with its request's time moved to end
+    now; returns the log as the monitor receives it (without the dropped teacher answers).
+
+    Moved: the simulated traffic starts on a fixed date, and records stamped that long ago are
+    past the local broker's retention (24 h), which deletes them at its next check (every 5
+    minutes): the test then saw no record at all whenever a check fell between publishing and
+    reading. Moving every stamp by one amount keeps their order and spacing, all pacing reads.
+    """
     from confluent_kafka import Producer
 
     order = [topics.CATALOG, topics.REQUESTS, topics.STUDENT, topics.TEACHER, topics.LABELS]
@@ -55,10 +62,11 @@ def publish_topic_by_topic(cluster: Cluster, log: Path, bootstrap: str, drop_tea
         received.append(raw)
         for topic, key, value in messages_of(raw):
             by_topic[topic].append((key, value, now_ms))
+    shift_ms = int(time.time() * 1000) - now_ms  # the last request's time becomes now
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     for topic in order:
         for key, value, ts in by_topic[topic]:
-            producer.produce(cluster.prefix + topic, value, key, timestamp=ts)
+            producer.produce(cluster.prefix + topic, value, key, timestamp=ts + shift_ms)
             producer.poll(0)
         assert producer.flush(60) == 0
     out = log.with_name("received.jsonl")
