@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import cpu_cost
 from schemas.replay import open_log
 from streams import topics
 from streams.replay import replay
@@ -62,6 +63,8 @@ class Monitor:
     bootstrap: str
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    broker_pid: int | None = None
+    """The broker's process when it runs on this machine (its CPU time is then its own line)."""
 
     def __post_init__(self) -> None:
         self.prefix = f"dwbench{uuid.uuid4().hex[:8]}."
@@ -146,6 +149,15 @@ class Monitor:
         fields = dict(line.split(":", 1) for line in
                       Path(f"/proc/{pid or self.proc.pid}/status").read_text().splitlines() if ":" in line)
         return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def cpu_snapshot(self) -> cpu_cost.CpuSnapshot:
+        """CPU seconds so far of the evaluator, the monitor, the broker and this process
+        (``bench``: the replayer's thread while it publishes, and the bench's own polling)."""
+        assert self.proc is not None
+        evaluator = self.evaluator_pid()
+        pids = {"evaluator": evaluator, "monitor": self.proc.pid if evaluator != self.proc.pid else None,
+                "broker": self.broker_pid, "bench": os.getpid()}
+        return cpu_cost.snapshot(pids, time.time())
 
     def peaks_mb(self) -> dict[str, int]:
         """Peak resident sets: the evaluator's process and the monitor's (sink, ClickHouse, API)."""
@@ -239,6 +251,7 @@ def run_throughput(monitor: Monitor, settings: Any, log: Path, pairs: int, recor
                    timeout_s: float) -> dict[str, Any]:
     source = Published(log, every=max(1, pairs // PROBES))
     curve: list[dict[str, float]] = []
+    cpu_before = monitor.cpu_snapshot()
     began = time.time()
 
     def sample(last: bool = False) -> None:  # about once a second, and once at the end
@@ -262,6 +275,7 @@ def run_throughput(monitor: Monitor, settings: Any, log: Path, pairs: int, recor
     if source.errors:
         raise RuntimeError(f"replay failed: {source.errors[:3]}")
     finished = wait_stored(monitor, pairs, records, timeout_s, sample)
+    cpu = cpu_cost.cost(cpu_before, monitor.cpu_snapshot(), pairs, os.cpu_count() or 1)
     sample(last=True)
     elapsed = finished - began
     peaks = monitor.peaks_mb()
@@ -269,7 +283,7 @@ def run_throughput(monitor: Monitor, settings: Any, log: Path, pairs: int, recor
     return {
         "pairs": pairs, "records": records, "replay_s": round(replay_s, 1), "elapsed_s": round(elapsed, 1),
         "pairs_per_s": round(pairs / elapsed), "latency_backlog": percentiles(latencies(monitor, source.sent_at, list(source.sent_at))),
-        **peaks, "lag_at_end_records": lag, "lag_curve": curve,
+        **peaks, "lag_at_end_records": lag, "cpu": cpu, "lag_curve": curve,
     }
 
 
@@ -308,6 +322,7 @@ def run_backlog(monitor: Monitor, settings: Any, log: Path, pairs: int, records:
         if time.time() - started > 120:
             raise TimeoutError(f"the monitor read nothing in 120 s: {monitor.log_tail()}")
         time.sleep(0.05)
+    cpu_before = monitor.cpu_snapshot()
     began = time.time()
     curve: list[dict[str, float]] = []
 
@@ -321,13 +336,15 @@ def run_backlog(monitor: Monitor, settings: Any, log: Path, pairs: int, records:
                       "evaluator_rss_mb": round(rss)})
 
     finished = wait_stored(monitor, stored_before + pairs, records, timeout_s, sample)
+    cpu = cpu_cost.cost(cpu_before, monitor.cpu_snapshot(), pairs, os.cpu_count() or 1)
     sample(last=True)
     elapsed = finished - began
     return {
         "pairs": pairs, "records": records, "replay_s": round(replay_s, 1),
         "start_to_first_record_s": round(began - started, 1), "elapsed_s": round(elapsed, 1),
         "pairs_per_s": round(pairs / elapsed), **monitor.peaks_mb(),
-        "lag_at_end_records": monitor.metric("distillwatch_consumer_lag", total=True), "lag_curve": curve,
+        "lag_at_end_records": monitor.metric("distillwatch_consumer_lag", total=True), "cpu": cpu,
+        "lag_curve": curve,
     }
 
 

@@ -78,6 +78,18 @@ def _speed(m: dict[str, Any], key: str) -> str:
             f"two processes {speed.get('two_process_speedup')}x")
 
 
+def _cpu(phase: dict[str, Any]) -> str:
+    cpu = phase.get("cpu")
+    if not cpu:
+        return "not measured"
+    us = cpu["us_per_pair"]
+    parts = ", ".join(f"{name} {value}" for name, value in us.items() if name != "total" and value is not None)
+    ceiling = cpu["ceiling_pairs_per_s"]
+    return (f"{us['total']} µs a pair ({parts}); at most {ceiling['all_cores']:,} pairs/s on all cores, "
+            f"{ceiling['evaluator_core']:,} on the evaluator's one" if ceiling["all_cores"] and ceiling["evaluator_core"]
+            else f"{us['total']} µs a pair ({parts})")
+
+
 def _print(r: dict[str, Any]) -> None:
     e, c, p, f = r["end_to_end"], r["ceilings"], r["peer"], r["forensics"]
     m = r["machine"]
@@ -92,6 +104,8 @@ def _print(r: dict[str, Any]) -> None:
         f"backlog (published first, then worked off): {e['backlog']['pairs']:,} pairs in "
         f"{e['backlog']['elapsed_s']} s = {e['backlog']['pairs_per_s']:,} pairs/s; evaluator peak RSS "
         f"{e['backlog']['evaluator_peak_rss_mb']} MB",
+        f"CPU, live: {_cpu(e)}",
+        f"CPU, backlog: {_cpu(e['backlog'])}",
         f"latency, paced at {e['latency']['rate_pairs_per_s']} pairs/s: p50 {e['latency']['p50_s']} s, "
         f"p95 {e['latency']['p95_s']} s (full-speed backlog: p50 {e['latency_backlog']['p50_s']} s)",
         f"ceilings: plain consumer {c['plain_consumer']['pairs_per_s']:,} pairs/s, offline evaluate "

@@ -117,6 +117,22 @@ def test_values_are_sane(result: dict) -> None:
     assert targets["peer_ratio"]["met"] is None
 
 
+def test_cpu_cost_of_each_stage(result: dict) -> None:
+    """Both pipeline processes did work in both phases; the per-pair figures and the ceilings
+    follow from the CPU seconds (checked here by hand, not by the module's own formulas)."""
+    cores = os.cpu_count()
+    for phase in (result["end_to_end"], result["end_to_end"]["backlog"]):
+        cpu = phase["cpu"]
+        assert cpu["cpu_s"]["evaluator"] > 0 and cpu["cpu_s"]["monitor"] > 0 and cpu["cpu_s"]["bench"] >= 0
+        named = [v for k, v in cpu["us_per_pair"].items() if k != "total" and v is not None]
+        assert cpu["us_per_pair"]["total"] >= sum(named) - 1.0  # the machine's busy time holds them all
+        assert cpu["us_per_pair"]["evaluator"] == pytest.approx(
+            cpu["cpu_s"]["evaluator"] / phase["pairs"] * 1e6, abs=0.006e6 / phase["pairs"])  # cpu_s: to 0.01 s
+        assert cpu["ceiling_pairs_per_s"]["all_cores"] == pytest.approx(
+            cores * 1e6 / cpu["us_per_pair"]["total"], rel=0.01)
+        assert 0 < cpu["busy_share"] <= 1.05
+
+
 def test_forensic_queries_are_reported(result: dict) -> None:
     forensics = result["forensics"]
     assert forensics["available"] is True and forensics["rows"] == 5000
