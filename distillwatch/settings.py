@@ -156,6 +156,11 @@ class EvaluatorSettings(_Section):
     instance_id: str = Field(default="evaluator-1", description="unique per running instance; "
                              "a restarted instance must keep its id (it fences its predecessor)")
     checkpoint_s: float = Field(default=5.0, gt=0, description="how often state and offsets commit")
+    caught_up_commit_s: float = Field(
+        default=1.0, gt=0,
+        description="once the evaluator has processed all the input it has read, it commits when this "
+                    "long has passed since its last commit instead of waiting for checkpoint_s, so rows "
+                    "become queryable sooner whenever it keeps up; a value >= checkpoint_s turns this off")
     idle_flush_s: float = Field(default=3.0, gt=0)
     handle_horizon_s: float = Field(
         default=1800.0, ge=0,

@@ -38,6 +38,10 @@ class MonitorCollector:
                                   value=s["dead_letters"])
         yield CounterMetricFamily("distillwatch_checkpoints", "Committed evaluator transactions",
                                   value=s["checkpoints"])
+        yield CounterMetricFamily("distillwatch_caught_up_checkpoints",
+                                  "Of the committed transactions, those committed before evaluator.checkpoint_s "
+                                  "because all input read so far was processed",
+                                  value=s.get("caught_up_checkpoints", 0))
         yield CounterMetricFamily("distillwatch_producer_waits",
                                   "Times the evaluator waited for the broker (its producer buffer full)",
                                   value=s.get("producer_waits", 0))

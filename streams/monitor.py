@@ -48,7 +48,7 @@ class Monitor:
             group_id=ev.group_id, instance_id=ev.instance_id,
             window_sizes=list(settings.evaluation.windows_s), grace_s=settings.evaluation.grace_s,
             handle_horizon_s=ev.handle_horizon_s, max_handles=ev.max_handles,
-            checkpoint_s=ev.checkpoint_s,
+            checkpoint_s=ev.checkpoint_s, caught_up_commit_s=ev.caught_up_commit_s,
             idle_flush_s=ev.idle_flush_s, batch_size=ev.batch_size, max_join_buffer=ev.max_join_buffer,
         )
         self._new_engine = lambda: EvaluatorEngine(self.kafka_conf, settings.topic, config, rows, options)
@@ -147,7 +147,8 @@ class Monitor:
         self._rate = (now, stats.records)
         return {
             "records": stats.records, "dead_letters": stats.dead_letters,
-            "checkpoints": stats.checkpoints, "open_windows": stats.open_windows,
+            "checkpoints": stats.checkpoints, "caught_up_checkpoints": stats.caught_up_checkpoints,
+            "open_windows": stats.open_windows,
             "producer_waits": stats.producer_waits, "join_buffer": stats.join_buffer,
             "join_buffer_peak": stats.join_buffer_peak, "input_pauses": stats.input_pauses,
             "paused_inputs": stats.paused_inputs,

@@ -75,6 +75,7 @@ class EngineOptions:
     handle_horizon_s: float = 1800.0
     max_handles: int = 20_000
     checkpoint_s: float = 5.0
+    caught_up_commit_s: float = 1.0
     idle_flush_s: float = 3.0
     batch_size: int = 5000
     catalog_wait_s: float = 5.0
@@ -88,6 +89,8 @@ class EngineStats:
     records: int = 0
     dead_letters: int = 0
     checkpoints: int = 0
+    caught_up_checkpoints: int = 0
+    """Of ``checkpoints``, those committed early because the input was read to its end."""
     last_checkpoint_s: float = 0.0
     partitions: list[int] = field(default_factory=list)
     open_windows: int = 0
@@ -107,6 +110,9 @@ class EngineStats:
 
 
 FULL_COLLECTION_EVERY_S = 60.0
+POLL_S = 0.2
+HELD_POLL_S = 0.05
+"""How long the loop waits for input; shorter while records wait for the catalog reader."""
 
 
 def quiet_collector(at_checkpoints: bool = False) -> None:
@@ -155,6 +161,10 @@ class EvaluatorEngine:
         """Per table: encoded rows not produced yet, and their size (_produce_rows)."""
         self._full_collection = time.monotonic()
         """When the collector last ran over everything (_collect_garbage)."""
+        self._holding = False
+        """Records are queued that the catalog reader has not caught up with yet (_ready)."""
+        self._catalog_behind = False
+        """The catalog reader is more than catalog_wait_s behind (_catalog_hold_ms)."""
         self._callback_error: Exception | None = None
         """Raised in a librdkafka callback, re-raised by the loop (from inside the callback it
         reaches Python in a form no ``except`` clause matches)."""
@@ -257,7 +267,11 @@ class EvaluatorEngine:
         idle_flushed = False  # flush once after start: restored state may hold unflushed windows
         try:
             while not self._stop.is_set():
-                msgs = consumer.consume(self.opts.batch_size, 0.2)
+                # records held for the catalog are released within ~0.5 s: look again sooner
+                timeout = HELD_POLL_S if self._holding else POLL_S
+                msgs = consumer.consume(self.opts.batch_size, timeout)
+                # less than a batch in the timeout: the consumer has handed over all it had fetched
+                short_read = len(msgs) < self.opts.batch_size
                 if self._callback_error is not None:
                     raise self._callback_error
                 if self._assigned:  # new (possibly restored) partitions: flush them once idle
@@ -279,9 +293,15 @@ class EvaluatorEngine:
                     self._begin()
                     self._idle_flush()
                     idle_flushed = True
-                if self._in_txn and (now - last_commit >= self.opts.checkpoint_s or idle_flushed):
+                due = now - last_commit >= self.opts.checkpoint_s or idle_flushed
+                # records may still be queued, held for the catalog for a moment, but none for
+                # pacing: a partition reading in step is working off a backlog
+                caught_up = (not due and short_read and now - last_commit >= self.opts.caught_up_commit_s
+                             and not any(inp.in_step for inp in self._inputs.values()))
+                if self._in_txn and (due or caught_up):
                     self._commit(consumer)
                     last_commit = now
+                    self.stats.caught_up_checkpoints += caught_up
                     self.stats.idle = idle_flushed and bool(self.states)
             if self._in_txn:
                 self._commit(consumer)
@@ -311,6 +331,7 @@ class EvaluatorEngine:
     def _deliver(self, msgs: list[Any]) -> None:
         """Queue what the consumer delivered, per partition and topic."""
         now = time.monotonic()
+        wall_ms = int(time.time() * 1000)
         for msg in msgs:
             if msg.error() is not None:
                 log.warning("consumer error: %s", msg.error())
@@ -319,14 +340,18 @@ class EvaluatorEngine:
             inp = self._inputs.get(p)
             if inp is None or name is None:
                 continue
-            inp.add(name, msg.timestamp()[1], msg.offset(), msg)
+            # a record stamped in the future counts as made now (it exists already): it is
+            # then held for the catalog, and paced, by the time it was read instead
+            inp.add(name, min(msg.timestamp()[1], wall_ms), msg.offset(), msg)
             inp.read_at[name] = now
 
     def _ready(self, consumer: Any) -> list[Any]:
         """The queued records to process now: all of them, or while a partition's join buffer
-        is over its bound, those up to its release limit (streams/evaluator/pacing.py)."""
+        is over its bound, those up to its release limit (streams/evaluator/pacing.py); in
+        both cases only those the catalog is known to be complete for (``_catalog_hold_ms``)."""
         ready: list[Any] = []
         bound = self.opts.max_join_buffer
+        hold = self._catalog_hold_ms()
         total = 0
         for p, inp in self._inputs.items():
             state = self.states.get(p)
@@ -338,14 +363,13 @@ class EvaluatorEngine:
             if not queued:
                 continue
             limit = release_limit(inp.newest_ms, self._with_more(consumer, p, inp)) if inp.in_step else None
-            ready += inp.take(limit, PACED)
+            ready += inp.take(limit, PACED, hold)
+        self._holding = any(inp.queued() for inp in self._inputs.values())
         self.stats.join_buffer = total
         self.stats.join_buffer_peak = max(self.stats.join_buffer_peak, total)
         return ready
 
     def _process(self, msgs: list[Any]) -> None:
-        newest = max((m.timestamp()[1] for m in msgs), default=0)
-        self._wait_for_catalog(newest)
         outs: dict[int, list[Evaluated]] = {}
         for msg in msgs:
             p, name = msg.partition(), self._names.get(msg.topic())
@@ -425,12 +449,26 @@ class EvaluatorEngine:
             inp.held = want
         self.stats.paused_inputs = sum(len(inp.held) for inp in self._inputs.values())
 
-    def _wait_for_catalog(self, newest_ms: int) -> None:
-        deadline = time.monotonic() + self.opts.catalog_wait_s
-        while self.catalog.safe_time_ms < newest_ms and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if self.catalog.safe_time_ms < newest_ms:
-            self.stats.catalog_waits += 1
+    def _catalog_hold_ms(self) -> int | None:
+        """Records stamped after this wait in their queues: a claim is judged by the catalog
+        of its time, and the catalog reader has applied every catalog record made before its
+        ``safe_time_ms``. Holding only the records that are too new (~0.5 s at most while the
+        reader keeps up) lets the others go on; the whole batch used to wait for its newest
+        record, ~0.5 s a batch whenever the evaluator kept up with its input.
+
+        None (hold nothing) while the reader is more than ``catalog_wait_s`` behind: stuck, or
+        the catalog topic unreachable. Evaluation then goes on with the catalog it has, each
+        such episode counted in ``catalog_waits`` and logged."""
+        safe = self.catalog.safe_time_ms
+        if time.time() * 1000 - safe > self.opts.catalog_wait_s * 1000:
+            if not self._catalog_behind:
+                self._catalog_behind = True
+                self.stats.catalog_waits += 1
+                log.warning("the catalog reader is %.1f s behind: evaluating with the catalog as read so far",
+                            time.time() - safe / 1000)
+            return None
+        self._catalog_behind = False
+        return int(safe)
 
     def _idle_flush(self) -> None:
         log.info("input idle: evaluating waiting requests, emitting open windows of %d partitions",

@@ -59,16 +59,20 @@ class PartitionInput:
     def queued(self) -> int:
         return sum(len(q) for q in self.queues.values())
 
-    def take(self, limit_ms: int | None, limited: Collection[str]) -> list[Any]:
+    def take(self, limit_ms: int | None, limited: Collection[str], hold_after_ms: int | None = None) -> list[Any]:
         """The records to process now, each topic's in offset order: those of the ``limited``
-        topics up to ``limit_ms`` (a record over it stops its topic), all of the others."""
+        topics up to ``limit_ms``, all of the others; and of any topic, none stamped after
+        ``hold_after_ms`` (a record over its topic's limit stops that topic)."""
         out: list[Any] = []
         for name, queue in self.queues.items():
-            if limit_ms is None or name not in limited:
+            cap = hold_after_ms
+            if limit_ms is not None and name in limited:
+                cap = limit_ms if cap is None else min(cap, limit_ms)
+            if cap is None:
                 out.extend(msg for _, msg in queue)
                 queue.clear()
                 continue
-            while queue and queue[0][0] <= limit_ms:
+            while queue and queue[0][0] <= cap:
                 out.append(queue.popleft()[1])
         return out
 

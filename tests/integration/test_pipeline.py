@@ -17,6 +17,7 @@ import pytest
 from tests.integration.pipeline_support import (
     Cluster, assert_metrics_equal, make_log, metric, stored, wait_until_quiet,
 )
+from tests.integration.pipeline_support import sql as cluster_sql
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +134,20 @@ def test_sigterm_stops_within_30s_and_nothing_is_read_twice(cluster: Cluster, tm
                  for key in (b'"request"', b'"teacher":{', b'"student":{', b'"label"') if key in line)
     assert len(consumed) == 2 and consumed[0] > 0 and sum(consumed) == inputs
     assert_metrics_equal(tmp_path / "data", log, 60)
+
+
+def test_caught_up_evaluator_commits_before_its_checkpoint_interval(cluster: Cluster, tmp_path: Path) -> None:
+    """With checkpoint_s and idle_flush_s at 120 s, rows can only reach the store within the
+    first minute through the commit the evaluator makes once it has processed all it read
+    (evaluator.caught_up_commit_s); the metric counts those commits."""
+    cluster.env.update({"DISTILLWATCH_EVALUATOR__CHECKPOINT_S": "120", "DISTILLWATCH_EVALUATOR__IDLE_FLUSH_S": "120",
+                        "DISTILLWATCH_EVALUATOR__CAUGHT_UP_COMMIT_S": "0.5"})
+    log = tmp_path / "replay.jsonl"
+    make_log(log, 2_000, seed=7)
+    _, port = cluster.start_monitor()
+    wait_for(lambda: (metric(port, "distillwatch_assigned_partitions") or 0) > 0, "partitions assigned")
+    replay(cluster, log)
+    wait_for(lambda: cluster_sql(port, "SELECT count() FROM distillwatch.shadow_evaluations FINAL")[0][0] == 2_000,
+             "every request stored", timeout_s=60)
+    assert (metric(port, "distillwatch_caught_up_checkpoints_total") or 0) >= 1
+    assert metric(port, "distillwatch_checkpoints_total") == metric(port, "distillwatch_caught_up_checkpoints_total")

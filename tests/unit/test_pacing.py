@@ -55,6 +55,21 @@ def test_take_processes_each_topic_up_to_the_limit_in_offset_order() -> None:
     assert inp.queued() == 0
 
 
+def test_records_newer_than_the_catalog_wait_in_every_topic() -> None:
+    """hold_after_ms (the catalog reader's safe time) applies to every topic, labels included,
+    and with pacing the tighter of the two limits counts."""
+    inp = _input({R: [1, 2, 8], T: [1, 7], S: [3], L: [2, 9]})
+    got = inp.take(None, PACED, hold_after_ms=5)  # out of step: only the catalog holds back
+    assert got == ["requests:0", "requests:1", "teacher:0", "student:0", "labels:0"]
+    assert inp.queued() == 3
+    inp = _input({R: [1, 2, 8], T: [1, 7], S: [3], L: [2, 9]})
+    got = inp.take(2, PACED, hold_after_ms=5)  # in step up to 2: the paced topics stop there
+    assert got == ["requests:0", "requests:1", "teacher:0", "labels:0"]
+    inp = _input({R: [1, 9], T: [4]})
+    assert inp.take(9, PACED, hold_after_ms=4) == ["requests:0", "teacher:0"]  # the catalog is the tighter
+    assert inp.take(None, PACED, hold_after_ms=None) == ["requests:1"]
+
+
 def test_a_record_over_the_limit_stops_its_topic_even_if_later_ones_are_older() -> None:
     inp = _input({R: [5, 20, 6], T: [10]})
     assert inp.take(10, PACED) == ["requests:0", "teacher:0"]  # requests:2 waits behind requests:1
