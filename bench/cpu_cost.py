@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.machine_speed import cpu_ticks
+
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _BUSY_FIELDS = (0, 1, 2, 5, 6)  # user nice system irq softirq (guest time is inside user)
 
@@ -35,12 +37,11 @@ def process_cpu_s(pid: int, proc: Path = Path("/proc")) -> float | None:
 
 
 def machine_busy_s(proc: Path = Path("/proc")) -> float:
-    """Seconds all CPUs together spent busy since boot (/proc/stat's first line)."""
-    for line in (proc / "stat").read_text().splitlines():
-        if line.startswith("cpu "):
-            ticks = [int(x) for x in line.split()[1:]]
-            return sum(ticks[i] for i in _BUSY_FIELDS if i < len(ticks)) / CLK_TCK
-    raise ValueError(f"no aggregate 'cpu' line in {proc / 'stat'}")
+    """Seconds all CPUs together spent busy since boot (/proc/stat's ``cpu`` line)."""
+    ticks = cpu_ticks(proc / "stat")
+    if ticks is None:
+        raise ValueError(f"no aggregate 'cpu' line in {proc / 'stat'}")
+    return sum(ticks[i] for i in _BUSY_FIELDS if i < len(ticks)) / CLK_TCK
 
 
 @dataclass(frozen=True)

@@ -94,13 +94,24 @@ def two_process_speedup(seconds: float = 1.0) -> float:
     return results[1] / max(1, results[0])
 
 
-def steal_counters(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
-    """(steal ticks, all ticks) of the machine's CPUs so far; None where /proc/stat is absent."""
+def cpu_ticks(stat: Path = Path("/proc/stat")) -> list[int] | None:
+    """The machine's CPU ticks so far, all CPUs together (/proc/stat's ``cpu`` line: user nice
+    system idle iowait irq softirq steal ...); None where the file or the line is absent."""
     try:
-        fields = stat.read_text().splitlines()[0].split()
+        lines = stat.read_text().splitlines()
     except OSError:
         return None
-    ticks = [int(x) for x in fields[1:]]
+    for line in lines:
+        if line.startswith("cpu "):
+            return [int(x) for x in line.split()[1:]]
+    return None
+
+
+def steal_counters(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(steal ticks, all ticks) of the machine's CPUs so far; None where /proc/stat is absent."""
+    ticks = cpu_ticks(stat)
+    if ticks is None:
+        return None
     steal = ticks[7] if len(ticks) > 7 else 0
     return steal, sum(ticks[:8])
 

@@ -242,12 +242,10 @@ def targets(out: dict[str, Any]) -> dict[str, Any]:
 def _local_broker_pid(settings: Any) -> int | None:
     """The pid of the broker ``distillwatch kafka start`` runs, when it serves the configured
     address (else its CPU time is counted under ``other``, or not at all if it runs elsewhere)."""
-    from streams.local_kafka import LocalKafka
+    from streams.local_kafka import configured_local_broker
 
-    local = settings.local_kafka
-    if settings.kafka.bootstrap_servers != f"{local.host}:{local.port}":
-        return None
-    return LocalKafka(local, settings.data_path).pid()
+    broker = configured_local_broker(settings)
+    return None if broker is None else broker.pid()
 
 
 def _sig(x: float, digits: int = 4) -> float:

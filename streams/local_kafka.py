@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillwatch.settings import LocalKafkaSettings
+from distillwatch.settings import LocalKafkaSettings, Settings
 from streams.errors import KafkaSetupError
 
 MIN_JAVA = 17
@@ -172,6 +172,13 @@ def server_properties(settings: LocalKafkaSettings, logs: Path) -> str:
             "",
         ]
     )
+
+
+def configured_local_broker(settings: Settings) -> LocalKafka | None:
+    """The broker ``distillwatch kafka start`` runs for these settings, when the configured
+    Kafka is its address; None when it is a broker the user runs elsewhere."""
+    broker = LocalKafka(settings.local_kafka, settings.data_path)
+    return broker if settings.kafka.bootstrap_servers == broker.bootstrap else None
 
 
 class LocalKafka:

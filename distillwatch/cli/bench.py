@@ -55,15 +55,14 @@ def bench(
 def _local_broker(settings: Any, progress: Callable[[str], None]) -> Any:
     """Start the local broker when the configured one is the local address and nothing
     serves there (a fresh clone); return it so it is stopped afterwards, else None."""
-    from streams.local_kafka import KafkaSetupError, LocalKafka, produce_consume_ok
+    from streams.local_kafka import KafkaSetupError, configured_local_broker, produce_consume_ok
 
-    local = settings.local_kafka
-    if settings.kafka.bootstrap_servers != f"{local.host}:{local.port}":
+    broker = configured_local_broker(settings)
+    if broker is None:
         return None  # a broker the user runs: never start one in its place
     if produce_consume_ok(settings.kafka.bootstrap_servers, timeout_s=5):
         return None
     progress("no Kafka broker at the local address: starting one (first run downloads the jars)")
-    broker = LocalKafka(local, settings.data_path)
     try:
         broker.start(log=progress, reuse_existing=True)
     except KafkaSetupError as exc:
@@ -85,9 +84,11 @@ def _cpu(phase: dict[str, Any]) -> str:
     us = cpu["us_per_pair"]
     parts = ", ".join(f"{name} {value}" for name, value in us.items() if name != "total" and value is not None)
     ceiling = cpu["ceiling_pairs_per_s"]
-    return (f"{us['total']} µs a pair ({parts}); at most {ceiling['all_cores']:,} pairs/s on all cores, "
-            f"{ceiling['evaluator_core']:,} on the evaluator's one" if ceiling["all_cores"] and ceiling["evaluator_core"]
-            else f"{us['total']} µs a pair ({parts})")
+    text = f"{us['total']} µs a pair ({parts})"
+    if ceiling["all_cores"] and ceiling["evaluator_core"]:
+        text += (f"; at most {ceiling['all_cores']:,} pairs/s on all cores, "
+                 f"{ceiling['evaluator_core']:,} on the evaluator's one")
+    return text
 
 
 def _print(r: dict[str, Any]) -> None:

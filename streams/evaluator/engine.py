@@ -162,7 +162,7 @@ class EvaluatorEngine:
         self._full_collection = time.monotonic()
         """When the collector last ran over everything (_collect_garbage)."""
         self._holding = False
-        """Records are queued that the catalog reader has not caught up with yet (_ready)."""
+        """Records are still queued after _ready: held for the catalog reader, or by pacing."""
         self._catalog_behind = False
         """The catalog reader is more than catalog_wait_s behind (_catalog_hold_ms)."""
         self._callback_error: Exception | None = None
@@ -288,8 +288,7 @@ class EvaluatorEngine:
                     self.stats.idle = False
                 self._bound_queues(consumer)
                 now = time.monotonic()
-                if (not idle_flushed and now - last_input >= self.opts.idle_flush_s
-                        and not any(inp.queued() for inp in self._inputs.values())):
+                if not idle_flushed and now - last_input >= self.opts.idle_flush_s and not self._holding:
                     self._begin()
                     self._idle_flush()
                     idle_flushed = True
